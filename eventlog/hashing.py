@@ -1,0 +1,121 @@
+"""Canonical JSON and SHA-256: the only place installengine makes hashes.
+
+Hashes are only comparable if every writer serialises the same value to the same
+bytes, so canonicalisation is one function: sorted keys, no whitespace, UTF-8.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from .errors import UsageError
+
+JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
+
+# orjson refuses integers outside 64 bits; JSON numbers beyond that lose precision
+# in most readers anyway, so we refuse them with a path instead of a bare TypeError.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+MAX_DEPTH = 200
+
+
+def check_json(value: Any, path: str = "") -> None:
+    """Refuse anything that is not plain JSON, naming the path of the first offender.
+
+    NaN and infinities are refused because canonical JSON cannot represent them
+    (orjson would silently write ``null``, which would change the value).
+
+    :raises UsageError: when ``value`` holds a non-JSON value.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise UsageError(f"value at {where or '/'} is nested deeper than {MAX_DEPTH} levels")
+        if item is None or isinstance(item, (bool, str)):
+            continue
+        if isinstance(item, int):
+            if not _INT_MIN <= item <= _INT_MAX:
+                raise UsageError(
+                    f"value at {where or '/'} is an integer outside 64 bits; store it as a string"
+                )
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise UsageError(f"value at {where or '/'} is {item}, not JSON; use null or a string")
+            continue
+        if isinstance(item, Mapping) and isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise UsageError(
+                        f"key {key!r} at {where or '/'} is a {type(key).__name__}, not a string"
+                    )
+                stack.append((child, f"{where}/{_escape(key)}", depth + 1))
+            continue
+        if isinstance(item, list):
+            for index, child in enumerate(item):
+                stack.append((child, f"{where}/{index}", depth + 1))
+            continue
+        raise UsageError(
+            f"value at {where or '/'} is a {type(item).__name__}, not JSON; "
+            "convert it to str, int, float, bool, None, list or dict"
+        )
+
+
+def _escape(key: str) -> str:
+    """Escape a key as a JSON Pointer token (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def canonical_json(value: Any) -> bytes:
+    """Serialise ``value`` as canonical JSON bytes (sorted keys, compact, UTF-8).
+
+    :raises UsageError: when ``value`` is not JSON.
+    """
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError) as err:
+        check_json(value)  # names the path of the offending value
+        raise UsageError(f"value is not JSON: {err}") from err
+
+
+def sha256_hex(data: bytes) -> str:
+    """Lowercase hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+HASHED_FIELDS = ("seq", "session", "ts", "kind", "checkpoint", "data", "prev_hash")
+
+
+def event_hash(
+    *,
+    seq: int,
+    session: str,
+    ts: str,
+    kind: str,
+    checkpoint: str | None,
+    data_json: str,
+    prev_hash: str,
+) -> str:
+    """Hash of one event: SHA-256 over canonical JSON of every column but ``hash``.
+
+    ``data`` is hashed as the exact JSON text stored in the column, so verification
+    never depends on re-serialising a parsed value the same way.
+    """
+    fields: Mapping[str, object] = {
+        "seq": seq,
+        "session": session,
+        "ts": ts,
+        "kind": kind,
+        "checkpoint": checkpoint,
+        "data": data_json,
+        "prev_hash": prev_hash,
+    }
+    return sha256_hex(canonical_json(fields))
+
+
+GENESIS_HASH = "0" * 64

@@ -1,0 +1,391 @@
+"""The append-only, hash-chained SQLite event log.
+
+One writer connection per log, serialised by a lock; WAL so that readers in
+other processes never block it; ``synchronous=FULL`` when durable so that an
+append that returned survives a crash or power loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import orjson
+from sqlite_utils import Database
+
+from .errors import LogIntegrityError, LogWriteError, SchemaVersionError, UsageError
+from .events import KINDS, Event, VerifyReport
+from .hashing import GENESIS_HASH, canonical_json, event_hash
+from .schema import SCHEMA_VERSION, migrations
+from .verify import StoredRow, check_chain
+
+logger = logging.getLogger(__name__)
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_COLUMNS = "seq, session, ts, kind, checkpoint, data, prev_hash, hash"
+_BATCH = 1000
+BUSY_TIMEOUT_MS = 10_000
+
+
+def _to_utc_iso(value: datetime | str, name: str) -> str:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError as err:
+            raise UsageError(f"{name}={value!r} is not an ISO-8601 time") from err
+    if value.tzinfo is None:
+        raise UsageError(f"{name} must be timezone-aware (got {value.isoformat()}); add +00:00")
+    return value.astimezone(UTC).isoformat()
+
+
+def _row_to_event(row: tuple[Any, ...]) -> Event:
+    return Event(seq=row[0], session=row[1], ts=row[2], kind=row[3], checkpoint=row[4],
+                 data=orjson.loads(row[5]), prev_hash=row[6], hash=row[7])
+
+
+class EventLog:
+    """An open event log; also a context manager.
+
+    Use :meth:`open`; the constructor is internal.
+    """
+
+    def __init__(self, db: Database, path: Path, *, readonly: bool, durable: bool) -> None:
+        self._db = db
+        self._conn = db.conn
+        self.path = path
+        self.readonly = readonly
+        self.durable = durable
+        self._lock = threading.RLock()
+        self._closed = False
+        self._meta: dict[str, str] = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        last = self._conn.execute(
+            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        self._head: tuple[int, str] = (last[0], last[1]) if last else (0, GENESIS_HASH)
+
+    # -- opening -----------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, readonly: bool = False,
+             durable: bool = True) -> Self:
+        """Open the log at ``path``, creating it (mode 0600) unless ``readonly``.
+
+        A failed open never modifies the file: the schema is checked before any
+        pragma or migration writes to it.
+
+        :raises UsageError: when ``readonly`` and there is no file.
+        :raises LogIntegrityError: when the file is not an installengine log.
+        :raises SchemaVersionError: when the log is of a newer schema.
+        """
+        p = Path(path)
+        exists = p.exists()
+        if readonly and not exists:
+            raise UsageError(f"no log at {p}; pass the path of an installengine log.db")
+        if exists and p.is_dir():
+            raise UsageError(f"{p} is a directory; pass the path of an installengine log.db")
+        if exists and p.stat().st_size > 0:
+            with p.open("rb") as f:
+                if f.read(16) != _SQLITE_HEADER:
+                    raise LogIntegrityError(f"{p} is not an installengine log (not SQLite)")
+        try:
+            if readonly:
+                conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True,
+                                       check_same_thread=False, isolation_level=None)
+            else:
+                if not exists:
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                    os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o600))
+                conn = sqlite3.connect(p, check_same_thread=False, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db = Database(conn)
+            cls._check_schema(db, p, readonly=readonly)
+            if not readonly:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                migrations.apply(db)
+                if durable and not exists:
+                    _fsync_dir(p.parent)
+            return cls(db, p, readonly=readonly, durable=durable)
+        except sqlite3.DatabaseError as err:
+            raise LogIntegrityError(f"{p} is not a readable installengine log: {err}") from err
+
+    @staticmethod
+    def _check_schema(db: Database, path: Path, *, readonly: bool) -> None:
+        tables = set(db.table_names())
+        ours = {"events", "meta"}
+        if not tables and not readonly:
+            return  # a new, empty file: migrations will create the schema
+        if not ours <= tables:
+            raise LogIntegrityError(
+                f"{path} is a SQLite file but not an installengine log (no events/meta tables)")
+        row = db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        found = int(row[0]) if row else 0
+        if found > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"log {path} has schema version {found}; this installengine reads up to "
+                f"{SCHEMA_VERSION}: upgrade installengine", found=found, supported=SCHEMA_VERSION)
+
+    # -- properties ----------------------------------------------------------------
+
+    @property
+    def install_id(self) -> str:
+        return str(self._meta["install_id"])
+
+    @property
+    def created(self) -> str:
+        return str(self._meta["created"])
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._meta["schema_version"])
+
+    @property
+    def head(self) -> tuple[int, str]:
+        """(last seq, its hash); (0, 64 zeros) for an empty log."""
+        with self._lock:
+            return self._head
+
+    def __len__(self) -> int:
+        return self.head[0]
+
+    # -- writing ---------------------------------------------------------------------
+
+    def append(self, kind: str, *, session: str, checkpoint: str | None = None,
+               data: Any = None) -> Event:
+        """Append one event and return it as stored.
+
+        :raises UsageError: for an unknown kind, non-JSON data or a read-only log.
+        :raises LogWriteError: when the file cannot be written; nothing is kept.
+        """
+        return self.append_many([{"kind": kind, "session": session, "checkpoint": checkpoint,
+                                  "data": data}])[0]
+
+    def append_many(self, records: Iterable[Mapping[str, Any]]) -> list[Event]:
+        """Append several events in one transaction: all of them are kept, or none.
+
+        :raises UsageError: for an unknown kind, non-JSON data or a read-only log.
+        :raises LogWriteError: when the file cannot be written; nothing is kept.
+        """
+        if self.readonly:
+            raise UsageError(f"log {self.path} is open read-only; open it without readonly=True "
+                             "to append")
+        prepared = [self._prepare(r) for r in records]
+        if not prepared:
+            return []
+        with self._lock:
+            self._check_open()
+            seq, prev = self._head
+            rows: list[tuple[Any, ...]] = []
+            events: list[Event] = []
+            ts = datetime.now(UTC).isoformat()
+            for kind, session, checkpoint, data, data_json in prepared:
+                seq += 1
+                h = event_hash(seq=seq, session=session, ts=ts, kind=kind,
+                               checkpoint=checkpoint, data_json=data_json, prev_hash=prev)
+                rows.append((seq, session, ts, kind, checkpoint, data_json, prev, h))
+                events.append(Event(seq, session, ts, kind, checkpoint, data, prev, h))
+                prev = h
+            try:
+                with self._db.atomic():
+                    self._conn.executemany(
+                        f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                    self._conn.executemany(
+                        "UPDATE meta SET value = ? WHERE key = ?",
+                        [(str(seq), "head_seq"), (prev, "head_hash")])
+            except sqlite3.Error as err:
+                raise LogWriteError(
+                    f"cannot append to log {self.path}: {err}; nothing of this append was "
+                    "recorded (free disk space or check the file, then retry)") from err
+            self._head = (seq, prev)
+            return events
+
+    @staticmethod
+    def _prepare(record: Mapping[str, Any]) -> tuple[str, str, str | None, Any, str]:
+        unknown = set(record) - {"kind", "session", "checkpoint", "data"}
+        if unknown:
+            raise UsageError(f"unknown event field(s) {sorted(unknown)}; "
+                             "use kind, session, checkpoint, data")
+        kind = record.get("kind")
+        if kind not in KINDS:
+            raise UsageError(f"unknown event kind {kind!r}; use one of EventKind")
+        session = record.get("session")
+        if not isinstance(session, str) or not session:
+            raise UsageError(f"event session must be a non-empty string, got {session!r}")
+        checkpoint = record.get("checkpoint")
+        if checkpoint is not None and not isinstance(checkpoint, str):
+            raise UsageError(f"event checkpoint must be a string or None, got {checkpoint!r}")
+        data = record.get("data")
+        data_json = canonical_json(data).decode()
+        return str(kind), session, checkpoint, data, data_json
+
+    # -- reading ---------------------------------------------------------------------
+
+    def query(self, *, session: str | None = None, kind: str | None = None,
+              checkpoint: str | None = None, since: datetime | str | None = None,
+              until: datetime | str | None = None, limit: int | None = None,
+              newest_first: bool = False, after_seq: int | None = None) -> Iterator[Event]:
+        """Yield events matching every given filter, in seq order (or newest first).
+
+        ``since`` is inclusive and ``until`` exclusive. Every value is bound as a
+        parameter; rows are read in batches so a million events never sit in memory.
+
+        :raises UsageError: for a bad time or limit.
+        """
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("session", session), ("kind", kind), ("checkpoint", checkpoint)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if since is not None:
+            where.append("ts >= ?")
+            args.append(_to_utc_iso(since, "since"))
+        if until is not None:
+            where.append("ts < ?")
+            args.append(_to_utc_iso(until, "until"))
+        if limit is not None and (not isinstance(limit, int) or limit < 0):
+            raise UsageError(f"limit must be a non-negative integer, got {limit!r}")
+        if after_seq is not None:
+            where.append("seq > ?")
+            args.append(after_seq)
+        return self._paged(where, args, limit, newest_first)
+
+    def _paged(self, where: list[str], args: list[Any], limit: int | None,
+               newest_first: bool) -> Iterator[Event]:
+        order, cmp = ("DESC", "<") if newest_first else ("ASC", ">")
+        cursor_seq: int | None = None
+        remaining = limit
+        while remaining is None or remaining > 0:
+            clauses = list(where)
+            params = list(args)
+            if cursor_seq is not None:
+                clauses.append(f"seq {cmp} ?")
+                params.append(cursor_seq)
+            batch = _BATCH if remaining is None else min(_BATCH, remaining)
+            sql = f"SELECT {_COLUMNS} FROM events"
+            if clauses:
+                sql += " WHERE " + " AND ".join(clauses)
+            sql += f" ORDER BY seq {order} LIMIT {batch}"
+            with self._lock:
+                self._check_open()
+                try:
+                    rows = self._conn.execute(sql, params).fetchall()
+                except sqlite3.DatabaseError as err:
+                    raise LogIntegrityError(f"cannot read log {self.path}: {err}") from err
+            for row in rows:
+                try:
+                    yield _row_to_event(row)
+                except orjson.JSONDecodeError as err:
+                    raise LogIntegrityError(f"event {row[0]} in {self.path} has corrupt data; "
+                                            "run installengine verify",
+                                            first_bad_seq=row[0]) from err
+            if len(rows) < batch:
+                return
+            cursor_seq = rows[-1][0]
+            if remaining is not None:
+                remaining -= len(rows)
+
+    def get(self, seq: int) -> Event | None:
+        """The event at ``seq``, or None."""
+        with self._lock:
+            row = self._conn.execute(f"SELECT {_COLUMNS} FROM events WHERE seq = ?",
+                                     (seq,)).fetchone()
+        return _row_to_event(row) if row else None
+
+    def verify(self) -> VerifyReport:
+        """Recompute the hash chain and compare its end with the recorded head."""
+        def rows() -> Iterator[StoredRow]:
+            last = 0
+            while True:
+                with self._lock:
+                    batch = self._conn.execute(
+                        f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                        (last, _BATCH)).fetchall()
+                for r in batch:
+                    yield StoredRow(*r)
+                if len(batch) < _BATCH:
+                    return
+                last = batch[-1][0]
+
+        try:
+            report = check_chain(rows())
+            with self._lock:
+                meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+                last = self._conn.execute(
+                    "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        except sqlite3.DatabaseError as err:
+            return VerifyReport(False, None, f"the log file cannot be read: {err}")
+        if not report.ok:
+            return report
+        head_seq = int(meta.get("head_seq", "0"))
+        actual = last[0] if last else 0
+        if head_seq != actual or (last and meta.get("head_hash") != last[1]):
+            bad = min(head_seq, actual) + 1
+            return VerifyReport(False, bad, f"the log ends at event {actual} but recorded its "
+                                f"head as event {head_seq}: events were removed or added",
+                                report.events)
+        for row_seq, in self._conn.execute(
+                "SELECT seq FROM events WHERE json_valid(data) = 0 LIMIT 1"):
+            return VerifyReport(False, row_seq, f"event {row_seq} holds invalid JSON",
+                                report.events)
+        return report
+
+    # -- copying and closing ------------------------------------------------------------
+
+    def copy_to(self, dest: str | os.PathLike[str]) -> None:
+        """Copy the whole log, seq and hashes included, into a new file at ``dest``.
+
+        :raises UsageError: when ``dest`` already exists.
+        """
+        d = Path(dest)
+        if d.exists() and d.stat().st_size > 0:
+            raise UsageError(f"cannot copy the log to {d}: a file is already there")
+        d.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(d, os.O_CREAT | os.O_WRONLY, 0o600))
+        target = sqlite3.connect(d)
+        try:
+            with self._lock:
+                self._conn.backup(target)
+            target.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.Error as err:
+            raise LogWriteError(f"cannot copy the log to {d}: {err}") from err
+        finally:
+            target.close()
+        with d.open("rb") as f:
+            os.fsync(f.fileno())
+        _fsync_dir(d.parent)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError(f"log {self.path} is closed")
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EventLog.open({str(self.path)!r}, readonly={self.readonly!r})"
+
+
+def _fsync_dir(path: Path) -> None:
+    """fsync a directory: a new or renamed file is durable only once its entry is."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,85 @@
+"""One engine per target: an flock'd file in the state directory naming its holder.
+
+The kernel drops an flock when its process dies, so a lock can never be held by
+a dead process; what a crash leaves behind is the holder's record, which tells
+the next engine that it took over from a session that did not end cleanly.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import orjson
+
+from ..errors import TargetLockedError
+
+LOCK_NAME = "lock"
+
+
+class TargetLock:
+    """The lock on one state directory; a context manager, also ``close()``."""
+
+    def __init__(self, state_dir: Path, holder: dict[str, Any]) -> None:
+        self.path = state_dir / LOCK_NAME
+        self.holder = holder
+        self._fd: int | None = None
+        #: the record of a previous holder that never released the lock (it crashed)
+        self.taken_over_from: dict[str, Any] | None = None
+
+    def acquire(self) -> Self:
+        """Take the lock.
+
+        :raises TargetLockedError: when another live engine holds it.
+        """
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            previous = _read_holder(fd)
+            os.close(fd)
+            who = (f"pid {previous.get('pid')} on {previous.get('host')}" if previous
+                   else "another engine")
+            raise TargetLockedError(
+                f"target state {self.path.parent} is in use by {who}; wait for it to finish "
+                "or stop it", holder=previous or {}) from None
+        previous = _read_holder(fd)
+        if previous:
+            self.taken_over_from = previous
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, orjson.dumps(self.holder), 0)
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def close(self) -> None:
+        """Release the lock and clear the holder record (a clean end)."""
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> Self:
+        return self.acquire()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _read_holder(fd: int) -> dict[str, Any] | None:
+    raw = os.pread(fd, 4096, 0)
+    if not raw.strip():
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {"unreadable": raw[:200].decode(errors="replace")}
+    return value if isinstance(value, dict) else None
