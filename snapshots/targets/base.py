@@ -84,6 +84,7 @@ class Target(ABC):
 
         :raises TargetError: when the tool fails.
         """
+        return None
 
     def describe(self) -> dict[str, Any]:
         """What the log records about this target when it is attached."""

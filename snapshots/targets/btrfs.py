@@ -9,7 +9,7 @@ from .base import Target
 
 
 class BtrfsTarget(Target):
-    """A btrfs subvolume, snapshotted with ``btrfs subvolume snapshot -r`` and rolled back with ``a writable snapshot``."""
+    """A btrfs subvolume, read-only snapshots, rolled back to a writable one."""
 
     scheme = "btrfs"
     takes_fs_snapshots = True
