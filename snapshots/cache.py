@@ -1,0 +1,298 @@
+"""The data cache: a persistent JSON tree whose every change is recorded, and a volatile one.
+
+Values handed out are *tracked views*: reading through them is free, and
+writing through them is recorded as a JSON Patch operation at the moment it
+happens. A change can therefore never be lost behind the cache's back, and a
+snapshot point costs the size of the change, not the size of the cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping, MutableSequence
+from dataclasses import dataclass
+from typing import Any, overload
+
+import orjson
+from installengine.eventlog import UsageError, canonical_json, check_json
+
+from .diff import Patch, pointer
+from .digest import DigestTree
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(slots=True)
+class PendingChange:
+    """One recorded operation, with who made it (a checkpoint name, or None for the application)."""
+
+    op: dict[str, Any]
+    actor: str | None
+    size: int
+
+
+def _encode(value: Any, where: str) -> bytes:
+    """Canonical JSON of a value being stored, refusing non-JSON with its path."""
+    plain = _unwrap(value)
+    check_json(plain, where)
+    return canonical_json(plain)
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, (CacheDict, CacheList)):
+        return value.to_plain()
+    if isinstance(value, dict):
+        return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_unwrap(v) for v in value]
+    return value
+
+
+class DataCache:
+    """The persistent and volatile roots of an engine's data cache.
+
+    ``persistent`` is logged, snapshotted and rolled back; ``volatile`` is a plain
+    dict that lives in memory only.
+    """
+
+    def __init__(self, state: dict[str, Any] | None = None) -> None:
+        self._data: dict[str, Any] = state if state is not None else {}
+        self._tree = DigestTree(self._data)
+        self._pending: list[PendingChange] = []
+        self.volatile: dict[str, Any] = {}
+        #: who changes the cache now: a checkpoint name while it runs, else None
+        self.actor: str | None = None
+
+    @property
+    def persistent(self) -> CacheDict:
+        return CacheDict(self, ())
+
+    def digest(self) -> str:
+        """The state digest of the persistent root (cheap: kept up to date incrementally)."""
+        return self._tree.hexdigest()
+
+    def to_plain(self) -> dict[str, Any]:
+        """A deep, independent copy of the persistent root."""
+        result: dict[str, Any] = orjson.loads(orjson.dumps(self._data))
+        return result
+
+    def dumps(self) -> bytes:
+        """Canonical JSON of the persistent root, for a snapshot file."""
+        return canonical_json(self._data)
+
+    def take_changes(self) -> list[PendingChange]:
+        """Hand over the changes recorded since the last call, oldest first."""
+        changes, self._pending = self._pending, []
+        return changes
+
+    def untake(self, changes: list[PendingChange]) -> None:
+        """Put back changes that could not be recorded (the log append failed)."""
+        self._pending[:0] = changes
+
+    def record_whole(self) -> None:
+        """Record the whole root as one change, so the next point needs no earlier one."""
+        raw = canonical_json(self._data)
+        self._pending = [PendingChange({"op": "replace", "path": "", "value": orjson.loads(raw)},
+                                       self.actor, len(raw))]
+
+    @property
+    def pending_size(self) -> int:
+        return sum(c.size for c in self._pending)
+
+    def restore(self, state: dict[str, Any], tree: DigestTree | None = None) -> None:
+        """Replace the persistent root (a rollback); pending changes are discarded."""
+        self._data = state
+        self._tree = tree if tree is not None else DigestTree(state)
+        self._pending = []
+
+    # -- primitive edits, used by the views ---------------------------------------------
+
+    def _resolve(self, path: Path) -> Any:
+        node: Any = self._data
+        try:
+            for key in path:
+                node = node[key]
+        except (KeyError, IndexError, TypeError):
+            raise UsageError(f"cache path {pointer(path) or '/'} no longer exists") from None
+        return node
+
+    def _record(self, op: str, path: Path, raw: bytes | None) -> None:
+        entry: dict[str, Any] = {"op": op, "path": pointer(path)}
+        if raw is not None:
+            entry["value"] = orjson.loads(raw)
+        self._pending.append(PendingChange(entry, self.actor, len(raw or b"") + 16))
+
+    def _set(self, path: Path, key: str | int, value: Any) -> None:
+        where = pointer((*path, key))
+        if isinstance(path, tuple) and not path and not isinstance(key, str):
+            raise UsageError(f"cache keys are strings, not {type(key).__name__}: {key!r}")
+        raw = _encode(value, where)
+        container = self._resolve(path)
+        if isinstance(container, dict):
+            if not isinstance(key, str):
+                raise UsageError(f"key {key!r} at {pointer(path) or '/'} is not a string")
+            op = "add"
+        else:
+            if not isinstance(key, int) or not -len(container) <= key < len(container):
+                raise UsageError(f"index {key!r} is out of range at {pointer(path) or '/'}")
+            key = key % len(container)
+            op = "replace"
+        container[key] = orjson.loads(raw)
+        self._record(op, (*path, key), raw)
+        self._tree.changed(self._data, path, key)
+
+    def _delete(self, path: Path, key: str | int) -> None:
+        container = self._resolve(path)
+        if isinstance(container, list):
+            if not isinstance(key, int) or not -len(container) <= key < len(container):
+                raise IndexError(key)
+            key = key % len(container)
+            del container[key]
+            self._record("remove", (*path, key), None)
+            self._tree.shifted(self._data, path, key)
+        else:
+            del container[key]
+            self._record("remove", (*path, key), None)
+            self._tree.changed(self._data, path, key)
+
+    def _insert(self, path: Path, index: int, value: Any) -> None:
+        container = self._resolve(path)
+        index = max(0, min(len(container), index if index >= 0 else len(container) + index))
+        raw = _encode(value, pointer((*path, index)))
+        container.insert(index, orjson.loads(raw))
+        self._record("add", (*path, index), raw)
+        self._tree.shifted(self._data, path, index)
+
+
+def _view(cache: DataCache, path: Path, value: Any) -> Any:
+    if isinstance(value, dict):
+        return CacheDict(cache, path)
+    if isinstance(value, list):
+        return CacheList(cache, path)
+    return value
+
+
+class CacheDict(MutableMapping[str, Any]):
+    """A tracked view of a JSON object inside the persistent cache."""
+
+    __slots__ = ("_cache", "_path")
+
+    def __init__(self, cache: DataCache, path: Path) -> None:
+        self._cache = cache
+        self._path = path
+
+    def _node(self) -> dict[str, Any]:
+        node = self._cache._resolve(self._path)
+        if not isinstance(node, dict):
+            raise UsageError(f"cache path {pointer(self._path) or '/'} is no longer an object")
+        return node
+
+    def __getitem__(self, key: str) -> Any:
+        return _view(self._cache, (*self._path, key), self._node()[key])
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise UsageError(f"cache keys are strings; got {type(key).__name__} {key!r} at "
+                             f"{pointer(self._path) or '/'}")
+        self._cache._set(self._path, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self._node():
+            raise KeyError(key)
+        self._cache._delete(self._path, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._node()))
+
+    def __len__(self) -> int:
+        return len(self._node())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._node()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (CacheDict, CacheList)):
+            other = other.to_plain()
+        return self._node() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_plain(self) -> dict[str, Any]:
+        """A deep, independent copy."""
+        result: dict[str, Any] = orjson.loads(orjson.dumps(self._node()))
+        return result
+
+    def __repr__(self) -> str:
+        return f"CacheDict({self._node()!r})"
+
+
+class CacheList(MutableSequence[Any]):
+    """A tracked view of a JSON array inside the persistent cache."""
+
+    __slots__ = ("_cache", "_path")
+
+    def __init__(self, cache: DataCache, path: Path) -> None:
+        self._cache = cache
+        self._path = path
+
+    def _node(self) -> list[Any]:
+        node = self._cache._resolve(self._path)
+        if not isinstance(node, list):
+            raise UsageError(f"cache path {pointer(self._path) or '/'} is no longer an array")
+        return node
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        node = self._node()
+        if isinstance(index, slice):
+            result: list[Any] = orjson.loads(orjson.dumps(node[index]))
+            return result
+        value = node[index]
+        return _view(self._cache, (*self._path, index % len(node)), value)
+
+    @overload
+    def __setitem__(self, index: int, value: Any) -> None: ...
+    @overload
+    def __setitem__(self, index: slice, value: Any) -> None: ...
+    def __setitem__(self, index: int | slice, value: Any) -> None:
+        if isinstance(index, slice):
+            raise UsageError("slice assignment into the cache is not supported; set items one by one")
+        self._cache._set(self._path, index, value)
+
+    @overload
+    def __delitem__(self, index: int) -> None: ...
+    @overload
+    def __delitem__(self, index: slice) -> None: ...
+    def __delitem__(self, index: int | slice) -> None:
+        if isinstance(index, slice):
+            for i in sorted(range(*index.indices(len(self._node()))), reverse=True):
+                self._cache._delete(self._path, i)
+            return
+        self._cache._delete(self._path, index)
+
+    def __len__(self) -> int:
+        return len(self._node())
+
+    def insert(self, index: int, value: Any) -> None:
+        self._cache._insert(self._path, index, value)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (CacheDict, CacheList)):
+            other = other.to_plain()
+        return self._node() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_plain(self) -> list[Any]:
+        """A deep, independent copy."""
+        result: list[Any] = orjson.loads(orjson.dumps(self._node()))
+        return result
+
+    def __repr__(self) -> str:
+        return f"CacheList({self._node()!r})"
+
+
+def patch_of(changes: list[PendingChange]) -> Patch:
+    return [c.op for c in changes]

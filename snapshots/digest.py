@@ -1,0 +1,231 @@
+"""The state digest: a SHA-256 Merkle tree over a JSON value, updated incrementally.
+
+A snapshot point records the digest of the persistent cache. Hashing the
+canonical JSON of a 10 MB cache at every point would make a point cost the
+size of the cache, not the size of the change, so the digest is a tree:
+
+- a scalar, or a container of at most ``PACK_LIMIT`` scalars, is a *leaf*:
+  ``sha256("J" + canonical_json(value))``;
+- any other container is a *node*: ``sha256(tag + count + sum)``, where ``sum``
+  adds up (mod 2**256) ``sha256("K" + key + child_digest)`` over its entries.
+
+Adding a term per entry means changing one child costs one subtraction and one
+addition at each level above it. The digest is a function of the value alone:
+:func:`state_digest` computed from scratch equals what :class:`DigestTree`
+arrives at through any sequence of edits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+PACK_LIMIT = 256
+_MOD = 2**256
+_MISSING: Any = object()
+
+
+def _leaf(value: Any) -> bytes:
+    return hashlib.sha256(b"J" + orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+class _PackedLeaf(bytes):
+    """The digest of a small all-scalar container, hashed as one leaf."""
+
+
+def _is_packable(value: dict[str, Any] | list[Any]) -> bool:
+    if len(value) > PACK_LIMIT:
+        return False
+    items = value.values() if isinstance(value, dict) else value
+    return not any(isinstance(v, (dict, list)) for v in items)
+
+
+class _Node:
+    __slots__ = ("_digest", "acc", "children", "containers", "is_dict")
+
+    def __init__(self, is_dict: bool) -> None:
+        self.is_dict = is_dict
+        self.children: Any = {} if is_dict else []
+        self.acc = 0
+        self.containers = 0
+        self._digest: bytes | None = None
+
+    def digest(self) -> bytes:
+        if self._digest is None:
+            tag = b"D" if self.is_dict else b"A"
+            self._digest = hashlib.sha256(
+                tag + len(self.children).to_bytes(8, "big") + self.acc.to_bytes(32, "big")).digest()
+        return self._digest
+
+    def term(self, key: str | int, child_digest: bytes) -> int:
+        kb = key.encode() if isinstance(key, str) else key.to_bytes(8, "big")
+        h = hashlib.sha256(b"K" + len(kb).to_bytes(4, "big") + kb + child_digest).digest()
+        return int.from_bytes(h, "big")
+
+
+Child = bytes | _Node
+
+
+def _digest_of(child: Child) -> bytes:
+    return child.digest() if isinstance(child, _Node) else child
+
+
+def _is_container(child: Child) -> bool:
+    return isinstance(child, (_Node, _PackedLeaf))
+
+
+def _build(value: Any, *, root: bool = False) -> Child:
+    if isinstance(value, (dict, list)):
+        if not root and _is_packable(value):
+            return _PackedLeaf(_leaf(value))
+        node = _Node(isinstance(value, dict))
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        acc = 0
+        for key, v in items:
+            child = _build(v)
+            if isinstance(value, dict):
+                node.children[key] = child
+            else:
+                node.children.append(child)
+            acc += node.term(key, _digest_of(child))
+            node.containers += _is_container(child)
+        node.acc = acc % _MOD
+        return node
+    return _leaf(value)
+
+
+def state_digest(value: Any) -> str:
+    """Hex digest of ``value`` computed from scratch."""
+    return _digest_of(_build(value, root=True)).hex()
+
+
+class DigestTree:
+    """The digest of a JSON value kept up to date as the value is edited.
+
+    Callers edit the value first, then tell the tree which entry changed; the
+    tree re-reads only that entry from the value.
+    """
+
+    def __init__(self, value: Any) -> None:
+        self._root = _build(value, root=True)
+
+    def hexdigest(self) -> str:
+        return _digest_of(self._root).hex()
+
+    def changed(self, value: Any, parent: tuple[str | int, ...], key: str | int) -> None:
+        """Entry ``key`` of the container at ``parent`` in ``value`` was set or removed."""
+        chain: list[tuple[_Node, str | int, bytes]] = []
+        node = self._root
+        path = (*parent, key)
+        data = value
+        for depth, k in enumerate(path):
+            assert isinstance(node, _Node)
+            is_last = depth == len(path) - 1
+            child = _child(node, k)
+            if is_last or not isinstance(child, _Node):
+                new_value = _lookup(data, k)
+                self._set_entry(node, k, child, new_value)
+                break
+            chain.append((node, k, child.digest()))
+            node = child
+            data = data[k]
+        self._propagate(value, path, chain)
+
+    def shifted(self, value: Any, parent: tuple[str | int, ...], index: int) -> None:
+        """The list at ``parent`` had an item inserted or removed at ``index``."""
+        chain: list[tuple[_Node, str | int, bytes]] = []
+        node = self._root
+        data = value
+        for k in parent:
+            assert isinstance(node, _Node)
+            child = _child(node, k)
+            if not isinstance(child, _Node):
+                self._set_entry(node, k, child, _lookup(data, k))
+                self._propagate(value, (*parent[: len(chain)], k), chain)
+                return
+            chain.append((node, k, child.digest()))
+            node = child
+            data = data[k]
+        assert isinstance(node, _Node)
+        assert not node.is_dict
+        lst: list[Any] = data
+        old = node.children
+        for i in range(index, len(old)):
+            node.acc -= node.term(i, _digest_of(old[i]))
+            node.containers -= _is_container(old[i])
+        # Reuse unchanged children: an insert shifts them right, a remove left.
+        if len(lst) == len(old) + 1:
+            tail = [_build(lst[index]), *old[index:]]
+        elif len(lst) == len(old) - 1:
+            tail = old[index + 1 :]
+        else:
+            tail = [_build(v) for v in lst[index:]]
+        node.children = old[:index] + tail
+        for i in range(index, len(node.children)):
+            node.acc += node.term(i, _digest_of(node.children[i]))
+            node.containers += _is_container(node.children[i])
+        node.acc %= _MOD
+        node._digest = None
+        self._propagate(value, parent, chain)
+
+    def _set_entry(self, node: _Node, key: str | int, old: Child | None, new_value: Any) -> None:
+        if old is not None:
+            node.acc -= node.term(key, _digest_of(old))
+            node.containers -= _is_container(old)
+        if new_value is _MISSING:
+            if node.is_dict:
+                node.children.pop(key, None)
+        else:
+            new = _build(new_value)
+            if node.is_dict:
+                node.children[key] = new
+            else:
+                assert isinstance(key, int)
+                if key == len(node.children):
+                    node.children.append(new)
+                else:
+                    node.children[key] = new
+            node.acc += node.term(key, _digest_of(new))
+            node.containers += _is_container(new)
+        node.acc %= _MOD
+        node._digest = None
+
+    def _propagate(self, value: Any, path: tuple[str | int, ...],
+                   chain: list[tuple[_Node, str | int, bytes]]) -> None:
+        """Walk back up ``chain``, repacking small nodes and fixing each parent's sum."""
+        for depth in range(len(chain) - 1, -1, -1):
+            parent, key, old_digest = chain[depth]
+            child = _child(parent, key)
+            assert isinstance(child, _Node)
+            if child.containers == 0 and len(child.children) <= PACK_LIMIT:
+                sub = _lookup_path(value, path[: depth + 1])
+                new_child: Child = _PackedLeaf(_leaf(sub))
+                parent.children[key] = new_child
+            else:
+                new_child = child
+            parent.acc = (parent.acc - parent.term(key, old_digest)
+                          + parent.term(key, _digest_of(new_child))) % _MOD
+            parent._digest = None
+
+
+def _child(node: _Node, key: str | int) -> Child | None:
+    if node.is_dict:
+        result: Child | None = node.children.get(key)
+        return result
+    assert isinstance(key, int)
+    return node.children[key] if 0 <= key < len(node.children) else None
+
+
+def _lookup(container: Any, key: str | int) -> Any:
+    if isinstance(container, dict):
+        return container.get(key, _MISSING)
+    assert isinstance(key, int)
+    return container[key] if 0 <= key < len(container) else _MISSING
+
+
+def _lookup_path(value: Any, path: tuple[str | int, ...]) -> Any:
+    for k in path:
+        value = value[k]
+    return value

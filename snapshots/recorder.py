@@ -1,0 +1,221 @@
+"""Taking snapshot points and rolling back to them: the engine's handle on this layer.
+
+A point is appended as one transaction: the ``cache-changed`` diffs since the
+previous point, then the ``snapshot-taken`` event that names them. The
+filesystem snapshot is taken first, so a point that says it has one always
+does; a snapshot file is written afterwards, and only now and then, because it
+is a cache that costs the size of the whole state.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Iterator
+from itertools import groupby
+from typing import Any
+
+import orjson
+from installengine.eventlog import Event, EventKind, EventLog
+
+from .cache import DataCache, PendingChange
+from .digest import state_digest
+from .errors import SnapshotUnavailableError, TargetError
+from .lineage import LINEAGE_KINDS, Lineage
+from .materialize import materialize
+from .points import SnapshotPoint, When, fs_snapshot_name
+from .rules import Decision, Registered, decide
+from .store import SnapshotStore
+from .targets.base import Target
+
+logger = logging.getLogger(__name__)
+
+#: write a snapshot file once the changes since the last one reach this, or the
+#: size of the last file, whichever is larger: files cost O(change) amortised
+MIN_FILE_INTERVAL = 256 * 1024
+
+#: event data fields that hold seqs, remapped when events are copied into another log
+SEQ_FIELDS = ("parent", "to", "before")
+
+
+def read_lineage(log: EventLog) -> Lineage:
+    """Fold the lineage from the log, reading only the kinds it needs (indexed)."""
+    streams = [log.query(kind=kind) for kind in LINEAGE_KINDS]
+    lineage = Lineage()
+    for ev in heapq.merge(*streams, key=lambda e: e.seq):
+        lineage.add(ev)
+    return lineage
+
+
+class Recorder:
+    """Snapshot points of one engine session over one log."""
+
+    def __init__(self, log: EventLog, store: SnapshotStore, cache: DataCache, *, session: str,
+                 durable: bool, target: Target | None, first_bad_seq: int | None = None) -> None:
+        self.log = log
+        self.store = store
+        self.cache = cache
+        self.session = session
+        self.durable = durable
+        self.target = target
+        self.first_bad_seq = first_bad_seq
+        self.lineage = read_lineage(log)
+        #: the point the cache's pending changes apply to (None: the empty cache)
+        self.base: int | None = None
+        #: whether this session has taken a point or rolled back: only then do
+        #: completions of the lineage count as done in this engine's view
+        self.touched = False
+        self._since_file = 0
+        self._last_file_size = 0
+
+    # -- appending ---------------------------------------------------------------------
+
+    def append(self, kind: EventKind, *, checkpoint: str | None = None,
+               data: Any = None) -> Event:
+        event = self.log.append(kind, session=self.session, checkpoint=checkpoint, data=data)
+        self.lineage.add(event)
+        return event
+
+    def take_point(self, checkpoint: str, when: When, *, fingerprint: str,
+                   attempt: int) -> SnapshotPoint:
+        """Record the cache state now as point ``when`` of ``checkpoint``.
+
+        :raises TargetError: when the filesystem snapshot fails; no point is recorded.
+        :raises LogWriteError: when the log cannot be written; no point is recorded
+            and the pending changes stay pending.
+        """
+        fs_name = fs_id = None
+        takes_fs = (self.durable and self.target is not None
+                    and self.target.takes_fs_snapshots)
+        if takes_fs:
+            assert self.target is not None
+            snap = self.target.snapshot(fs_snapshot_name(checkpoint, when))
+            fs_name, fs_id = snap.name, snap.id
+        changes = self.cache.take_changes()
+        try:
+            events = self._append_point(changes, checkpoint, when, fingerprint, attempt,
+                                        fs_name, fs_id)
+        except BaseException:
+            self.cache.untake(changes)
+            raise
+        point = SnapshotPoint.from_event(events[-1])
+        self.base = point.seq
+        self.touched = True
+        self._since_file += sum(c.size for c in changes)
+        if self._since_file >= max(MIN_FILE_INTERVAL, self._last_file_size):
+            self._write_file(point)
+        return point
+
+    def _append_point(self, changes: list[PendingChange], checkpoint: str, when: When,
+                      fingerprint: str, attempt: int, fs_name: str | None,
+                      fs_id: str | None) -> list[Event]:
+        with self.log.lock:
+            seq = self.log.head[0] + 1
+            records: list[dict[str, Any]] = []
+            diffs: list[int] = []
+            for actor, group in groupby(changes, key=lambda c: c.actor):
+                records.append({"kind": EventKind.CACHE_CHANGED, "session": self.session,
+                                "checkpoint": actor,
+                                "data": {"patch": [c.op for c in group],
+                                         "by": actor or "application", "base": self.base}})
+                diffs.append(seq)
+                seq += 1
+            records.append({
+                "kind": EventKind.SNAPSHOT_TAKEN, "session": self.session,
+                "checkpoint": checkpoint,
+                "data": {"point": when.value, "digest": self.cache.digest(),
+                         "durable": self.durable, "fingerprint": fingerprint,
+                         "parent": self.base, "diffs": diffs, "fs_snapshot": fs_name,
+                         "fs_id": fs_id, "attempt": attempt}})
+            events = self.log.append_many(records)
+        for ev in events:
+            self.lineage.add(ev)
+        return events
+
+    def _write_file(self, point: SnapshotPoint) -> None:
+        try:
+            data = self.cache.dumps()
+            self.store.write(point.seq, point.digest, data)
+        except TargetError as err:
+            # A snapshot file is only a cache of the log: the point stands without it.
+            logger.warning("snapshot file not written: %s", err)
+            return
+        self._last_file_size = len(data)
+        self._since_file = 0
+
+    # -- deciding and rolling back -----------------------------------------------------------
+
+    def fs_snapshots(self) -> list[Any] | None:
+        if self.target is None or not self.target.takes_fs_snapshots or not self.durable:
+            return None
+        return self.target.list_snapshots()
+
+    def decide(self, registered: list[Registered]) -> list[Decision]:
+        return decide(self.lineage, registered, session=self.session,
+                      fs_snapshots=self.fs_snapshots(), first_bad_seq=self.first_bad_seq)
+
+    def view_completed(self) -> list[SnapshotPoint]:
+        """Completed points that count as done in this engine's view."""
+        return self.lineage.completed() if self.touched else []
+
+    def materialize(self, point: SnapshotPoint) -> dict[str, Any]:
+        """A copy of the state at ``point`` (for audits and tests).
+
+        :raises SnapshotUnavailableError: when it cannot be rebuilt.
+        """
+        state, _ = materialize(self.log, self.lineage, point.seq, self.store)
+        return state
+
+    def rollback_to(self, point: SnapshotPoint, *, checkpoint: str, attempt: int) -> Event:
+        """Restore the filesystem and the cache to ``point``, as one step.
+
+        The state is rebuilt and verified first, so a point that cannot be
+        rebuilt changes nothing; then the filesystem, then the cache, then the log.
+
+        :raises SnapshotUnavailableError: when the state cannot be rebuilt.
+        :raises TargetError: when the filesystem rollback fails; the cache and the
+            log are unchanged.
+        """
+        state, tree = materialize(self.log, self.lineage, point.seq, self.store)
+        destroyed: list[str] = []
+        if point.fs_snapshot is not None and self.fs_snapshots() is not None:
+            assert self.target is not None
+            destroyed = self.target.rollback(point.fs_snapshot)
+        abandoned = [p.checkpoint for p in self.lineage.completed()
+                     if p.seq > point.seq]
+        self.cache.restore(state, tree)
+        event = self.append(EventKind.ROLLED_BACK, checkpoint=checkpoint,
+                            data={"to": point.seq, "point": point.label,
+                                  "digest": point.digest, "attempt": attempt,
+                                  "abandoned": abandoned,
+                                  "destroyed_fs_snapshots": destroyed})
+        self.base = point.seq
+        self.touched = True
+        self._since_file = 0 if self.store.has(point.seq, point.digest) else self._since_file
+        return event
+
+    def rebase(self) -> None:
+        """Forget the base point: the next point records the whole cache (after cleanup)."""
+        self.cache.record_whole()
+        self.base = None
+        self.touched = False
+
+    def verify_files(self) -> Iterator[tuple[str, bool, bool]]:
+        """(file, ok, rebuildable) for every snapshot file of this log."""
+        for f in self.store.files():
+            point = self.lineage.points.get(f.seq)
+            raw = self.store.read(f.seq, f.digest)
+            ok = False
+            if raw is not None and point is not None and point.digest == f.digest:
+                try:
+                    ok = state_digest(orjson.loads(raw)) == f.digest
+                except orjson.JSONDecodeError:
+                    ok = False
+            rebuildable = False
+            if not ok and point is not None:
+                try:
+                    materialize(self.log, self.lineage, f.seq, None)
+                    rebuildable = True
+                except SnapshotUnavailableError:
+                    rebuildable = False
+            yield str(f.path), ok, rebuildable

@@ -1,0 +1,161 @@
+"""The resumability rules: pure functions from what the log says to a verdict per checkpoint.
+
+No I/O happens here. The caller passes the folded lineage, the registered
+checkpoints, the target's current filesystem snapshots and the session, so
+property tests can drive every rule directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .lineage import Lineage
+from .points import SnapshotPoint, When
+from .targets.base import FsSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """A registered checkpoint as the rules see it."""
+
+    name: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Whether a checkpoint is resumable and, when it is not, why (one line)."""
+
+    name: str
+    resumable: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A verdict and the snapshot point a resume from it would roll back to.
+
+    ``point`` is None for a resumable first checkpoint without a before-point:
+    that resume is a fresh attempt from the cache and target as they are.
+    """
+
+    verdict: Verdict
+    point: SnapshotPoint | None = None
+    #: True when X has not started in the current lineage since its predecessor completed
+    not_started: bool = False
+
+
+def decide(lineage: Lineage, registered: Sequence[Registered], *, session: str,
+           fs_snapshots: Sequence[FsSnapshot] | None,
+           first_bad_seq: int | None = None) -> list[Decision]:
+    """A decision for every registered checkpoint, in registration order.
+
+    :param fs_snapshots: the target's snapshots oldest first, or None when the
+        target does not roll its filesystem back.
+    :param first_bad_seq: the first event that fails verification, if any;
+        nothing at or after it can be trusted.
+    """
+    chain = lineage.chain()
+    completed_at = [i for i, p in enumerate(chain) if p.when is When.COMPLETED]
+    completions = [chain[i] for i in completed_at]
+    decisions: list[Decision] = []
+    blocked: str | None = None
+    for index, reg in enumerate(registered):
+        if blocked is not None:
+            decisions.append(Decision(Verdict(reg.name, False, blocked)))
+            continue
+        if index > 0:
+            reason = _prefix_mismatch(registered, index, completions, chain, lineage)
+            if reason is not None:
+                decisions.append(Decision(Verdict(reg.name, False, reason)))
+                blocked = reason if "failed" in reason else None
+                continue
+        start = completed_at[index - 1] + 1 if index > 0 else 0
+        end = completed_at[index] if index < len(completed_at) else len(chain)
+        segment = chain[start:end]
+        before = [p for p in segment if p.when is When.BEFORE and p.checkpoint == reg.name
+                  and p.fingerprint == reg.fingerprint]
+        point = before[-1] if before else (completions[index - 1] if index > 0 else None)
+        not_started = not before
+        if point is None:
+            decisions.append(Decision(Verdict(reg.name, True), None, not_started=True))
+            continue
+        reason = _unavailable(point, chain, session=session, fs_snapshots=fs_snapshots,
+                              first_bad_seq=first_bad_seq)
+        if reason is not None and index == 0:
+            # The first checkpoint is always resumable: as a fresh attempt.
+            decisions.append(Decision(Verdict(reg.name, True), None, not_started=not_started))
+            continue
+        if reason is not None:
+            decisions.append(Decision(Verdict(reg.name, False, reason)))
+            continue
+        decisions.append(Decision(Verdict(reg.name, True), point, not_started=not_started))
+    return decisions
+
+
+def explain(lineage: Lineage, registered: Sequence[Registered], *, session: str,
+            fs_snapshots: Sequence[FsSnapshot] | None,
+            first_bad_seq: int | None = None) -> list[Verdict]:
+    """The verdicts of :func:`decide`."""
+    return [d.verdict for d in decide(lineage, registered, session=session,
+                                      fs_snapshots=fs_snapshots, first_bad_seq=first_bad_seq)]
+
+
+def _prefix_mismatch(registered: Sequence[Registered], index: int,
+                     completions: list[SnapshotPoint], chain: list[SnapshotPoint],
+                     lineage: Lineage) -> str | None:
+    """Why the checkpoints before ``index`` do not match the completions that made the state."""
+    for j in range(index):
+        reg = registered[j]
+        if j >= len(completions):
+            if _failed_in_chain(reg.name, chain, lineage):
+                return f"predecessor {reg.name!r} failed; resume from {reg.name!r} first"
+            return f"never completed: {reg.name!r} has not completed in the current lineage"
+        done = completions[j]
+        if done.checkpoint != reg.name:
+            if _failed_in_chain(reg.name, chain, lineage):
+                return f"predecessor {reg.name!r} failed; resume from {reg.name!r} first"
+            return (f"registration mismatch: position {j + 1} is {reg.name!r} but the "
+                    f"recorded run completed {done.checkpoint!r} there")
+        if done.fingerprint != reg.fingerprint:
+            return (f"registration mismatch: {reg.name!r} is registered differently "
+                    "(call, arguments or version) from the run that completed it")
+    return None
+
+
+def _failed_in_chain(name: str, chain: list[SnapshotPoint], lineage: Lineage) -> bool:
+    return any(lineage.failed_runs.get(p.seq) == name for p in chain)
+
+
+def _unavailable(point: SnapshotPoint, chain: list[SnapshotPoint], *, session: str,
+                 fs_snapshots: Sequence[FsSnapshot] | None,
+                 first_bad_seq: int | None) -> str | None:
+    """Why the state at ``point`` cannot be restored, or None when it can."""
+    if point.session != session and not point.durable:
+        return (f"snapshot only volatile: {point.label} was taken by session {point.session}, "
+                "which has ended, before the install target was attached")
+    upto = chain[: chain.index(point) + 1] if point in chain else [point]
+    if first_bad_seq is not None:
+        for p in upto:
+            if p.seq >= first_bad_seq or any(d >= first_bad_seq for d in p.diffs):
+                return (f"log damaged: event {first_bad_seq} fails verification, so "
+                        f"{point.label} cannot be rebuilt")
+    if fs_snapshots is not None:
+        position = {(s.name, s.id): i for i, s in enumerate(fs_snapshots)}
+        # A name taken again later in the chain (after a rollback to it) supersedes
+        # the earlier one: only the latest point holding each name is checked.
+        latest = {p.fs_snapshot: p for p in upto if p.fs_snapshot is not None}
+        last = -1
+        for p in upto:
+            if p.fs_snapshot is None or latest[p.fs_snapshot] is not p:
+                continue
+            where = position.get((p.fs_snapshot, p.fs_id or ""))
+            if where is None:
+                return (f"filesystem snapshot missing: {p.fs_snapshot} (taken at {p.label}) "
+                        "is gone")
+            if where < last:
+                return (f"filesystem snapshots out of order: {p.fs_snapshot} is older than "
+                        "an earlier point's snapshot")
+            last = where
+    return None
