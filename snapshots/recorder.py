@@ -76,9 +76,14 @@ class Recorder:
         self.lineage.add(event)
         return event
 
-    def take_point(self, checkpoint: str, when: When, *, fingerprint: str,
-                   attempt: int) -> SnapshotPoint:
+    def take_point(self, checkpoint: str, when: When, *, fingerprint: str, attempt: int,
+                   then: tuple[EventKind, str, dict[str, Any]] | None = None) -> SnapshotPoint:
         """Record the cache state now as point ``when`` of ``checkpoint``.
+
+        ``then`` is one more event, ``(kind, field, data)``, appended in the same
+        transaction with ``data[field]`` set to the point's seq: a checkpoint's
+        ``checkpoint-started`` rides with its before-point, so each point costs one
+        fsync, not two.
 
         :raises TargetError: when the filesystem snapshot fails; no point is recorded.
         :raises LogWriteError: when the log cannot be written; no point is recorded
@@ -94,11 +99,11 @@ class Recorder:
         changes = self.cache.take_changes()
         try:
             events = self._append_point(changes, checkpoint, when, fingerprint, attempt,
-                                        fs_name, fs_id)
+                                        fs_name, fs_id, then)
         except BaseException:
             self.cache.untake(changes)
             raise
-        point = SnapshotPoint.from_event(events[-1])
+        point = SnapshotPoint.from_event(events[-1 if then is None else -2])
         self.base = point.seq
         self.touched = True
         self._since_file += sum(c.size for c in changes)
@@ -108,7 +113,8 @@ class Recorder:
 
     def _append_point(self, changes: list[PendingChange], checkpoint: str, when: When,
                       fingerprint: str, attempt: int, fs_name: str | None,
-                      fs_id: str | None) -> list[Event]:
+                      fs_id: str | None,
+                      then: tuple[EventKind, str, dict[str, Any]] | None) -> list[Event]:
         with self.log.lock:
             seq = self.log.head[0] + 1
             records: list[dict[str, Any]] = []
@@ -127,6 +133,10 @@ class Recorder:
                          "durable": self.durable, "fingerprint": fingerprint,
                          "parent": self.base, "diffs": diffs, "fs_snapshot": fs_name,
                          "fs_id": fs_id, "attempt": attempt}})
+            if then is not None:
+                kind, link, data = then
+                records.append({"kind": kind, "session": self.session, "checkpoint": checkpoint,
+                                "data": {**data, link: seq}})
             events = self.log.append_many(records)
         for ev in events:
             self.lineage.add(ev)

@@ -76,16 +76,17 @@ def run_attempt(plan: Plan, *, recorder: Recorder, cache: DataCache, signals: Si
         if signals.pause.is_set():
             return Result(Status.FAILED if failed else Status.PAUSED, failed, errors)
         before_seq: int | None = None
-        if not plan.dry_run:
+        started = {"fingerprint": reg.fingerprint, "attempt": plan.attempt, "before": None,
+                   "dry_run": plan.dry_run}
+        if plan.dry_run:
+            _record(recorder, EventKind.CHECKPOINT_STARTED, reg.name, started)
+        else:
             try:
-                before_seq = recorder.take_point(reg.name, When.BEFORE,
-                                                 fingerprint=reg.fingerprint,
-                                                 attempt=plan.attempt).seq
+                before_seq = recorder.take_point(
+                    reg.name, When.BEFORE, fingerprint=reg.fingerprint, attempt=plan.attempt,
+                    then=(EventKind.CHECKPOINT_STARTED, "before", started)).seq
             except EngineError as err:
                 return _storage_failure(recorder, reg, err, failed, errors, plan)
-        _record(recorder, EventKind.CHECKPOINT_STARTED, reg.name,
-                {"fingerprint": reg.fingerprint, "attempt": plan.attempt, "before": before_seq,
-                 "dry_run": plan.dry_run})
         progress.checkpoint_started(reg.name)
         ctx = Context(name=reg.name, cache=work_cache.persistent, volatile=work_cache.volatile,
                       dry_run=plan.dry_run, cancel_requested=checkpoint.cancel_requested,
@@ -119,17 +120,17 @@ def run_attempt(plan: Plan, *, recorder: Recorder, cache: DataCache, signals: Si
             work_cache.actor = None
             with signals.lock:
                 signals.running = None
-        point_seq: int | None = None
-        if not plan.dry_run:
+        completed = {"fingerprint": reg.fingerprint, "attempt": plan.attempt, "point": None,
+                     "dry_run": plan.dry_run}
+        if plan.dry_run:
+            _record(recorder, EventKind.CHECKPOINT_COMPLETED, reg.name, completed)
+        else:
             try:
-                point_seq = recorder.take_point(reg.name, When.COMPLETED,
-                                                fingerprint=reg.fingerprint,
-                                                attempt=plan.attempt).seq
+                recorder.take_point(
+                    reg.name, When.COMPLETED, fingerprint=reg.fingerprint, attempt=plan.attempt,
+                    then=(EventKind.CHECKPOINT_COMPLETED, "point", completed))
             except EngineError as err:
                 return _storage_failure(recorder, reg, err, failed, errors, plan)
-        _record(recorder, EventKind.CHECKPOINT_COMPLETED, reg.name,
-                {"fingerprint": reg.fingerprint, "attempt": plan.attempt, "point": point_seq,
-                 "dry_run": plan.dry_run})
         progress.checkpoint_completed(reg.name)
 
     if failed:
