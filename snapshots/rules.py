@@ -151,6 +151,10 @@ def _unavailable(point: SnapshotPoint, chain: list[SnapshotPoint], *, session: s
             if p.fs_snapshot is None or latest[p.fs_snapshot] is not p:
                 continue
             where = position.get((p.fs_snapshot, p.fs_id or ""))
+            if where is None and p is not point:
+                # Rolling back restores this point's own snapshot only; an earlier point's
+                # being gone (pruned on purpose) does not change what that restores.
+                continue
             if where is None:
                 return (f"filesystem snapshot missing: {p.fs_snapshot} (taken at {p.label}) "
                         "is gone")
