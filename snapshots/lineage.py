@@ -16,7 +16,7 @@ from installengine.eventlog import Event, EventKind
 from .points import SnapshotPoint, When
 
 LINEAGE_KINDS = (EventKind.SNAPSHOT_TAKEN, EventKind.ROLLED_BACK, EventKind.CLEANUP,
-                 EventKind.CHECKPOINT_FAILED, EventKind.SESSION_STARTED)
+                 EventKind.CHECKPOINT_FAILED, EventKind.SESSION_STARTED, EventKind.PRUNED)
 
 
 @dataclass(slots=True)
@@ -27,6 +27,8 @@ class Lineage:
     failed_runs: dict[int, str] = field(default_factory=dict)
     #: session ids that have started on this log, oldest first
     sessions: list[str] = field(default_factory=list)
+    #: (name, id) of filesystem snapshots that prune removed on purpose
+    pruned_fs: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, ev: Event) -> None:
         """Take one more event into account (events must come in seq order)."""
@@ -43,6 +45,10 @@ class Lineage:
                 self.failed_runs[before] = ev.checkpoint
         elif ev.kind == EventKind.SESSION_STARTED and ev.session not in self.sessions:
             self.sessions.append(ev.session)
+        elif ev.kind == EventKind.PRUNED and isinstance(ev.data, dict):
+            for pair in ev.data.get("fs_snapshot_ids", []):
+                if isinstance(pair, list) and len(pair) == 2:
+                    self.pruned_fs.add((str(pair[0]), str(pair[1])))
 
     def chain(self, seq: int | None = None) -> list[SnapshotPoint]:
         """Points from the root to ``seq`` (default: the head), oldest first."""

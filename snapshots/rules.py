@@ -82,7 +82,7 @@ def decide(lineage: Lineage, registered: Sequence[Registered], *, session: str,
             decisions.append(Decision(Verdict(reg.name, True), None, not_started=True))
             continue
         reason = _unavailable(point, chain, session=session, fs_snapshots=fs_snapshots,
-                              first_bad_seq=first_bad_seq)
+                              first_bad_seq=first_bad_seq, pruned=lineage.pruned_fs)
         if reason is not None and index == 0:
             # The first checkpoint is always resumable: as a fresh attempt.
             decisions.append(Decision(Verdict(reg.name, True), None, not_started=not_started))
@@ -130,8 +130,14 @@ def _failed_in_chain(name: str, chain: list[SnapshotPoint], lineage: Lineage) ->
 
 def _unavailable(point: SnapshotPoint, chain: list[SnapshotPoint], *, session: str,
                  fs_snapshots: Sequence[FsSnapshot] | None,
-                 first_bad_seq: int | None) -> str | None:
-    """Why the state at ``point`` cannot be restored, or None when it can."""
+                 first_bad_seq: int | None,
+                 pruned: frozenset[tuple[str, str]] | set[tuple[str, str]]) -> str | None:
+    """Why the state at ``point`` cannot be restored, or None when it can.
+
+    Every filesystem snapshot recorded in the chain up to ``point`` must still
+    exist, in order (the original engine's rule: a lost snapshot in the middle
+    ends what can be resumed), except those a ``pruned`` event removed on purpose.
+    """
     if point.session != session and not point.durable:
         return (f"snapshot only volatile: {point.label} was taken by session {point.session}, "
                 "which has ended, before the install target was attached")
@@ -151,9 +157,9 @@ def _unavailable(point: SnapshotPoint, chain: list[SnapshotPoint], *, session: s
             if p.fs_snapshot is None or latest[p.fs_snapshot] is not p:
                 continue
             where = position.get((p.fs_snapshot, p.fs_id or ""))
-            if where is None and p is not point:
-                # Rolling back restores this point's own snapshot only; an earlier point's
-                # being gone (pruned on purpose) does not change what that restores.
+            if where is None and p is not point and (p.fs_snapshot, p.fs_id or "") in pruned:
+                # prune removed it on purpose and recorded so: rolling back restores this
+                # point's own snapshot only, so a deliberately pruned ancestor is no loss.
                 continue
             if where is None:
                 return (f"filesystem snapshot missing: {p.fs_snapshot} (taken at {p.label}) "
