@@ -142,8 +142,15 @@ def _bind(name: str, ref: str, obj: Callable[..., Any], args: list[Any],
     try:
         sig.bind(name if inspect.isclass(obj) else None, *args, **kwargs)
     except TypeError as err:
-        raise RegistrationError(f"checkpoint {name!r}: arguments do not fit {ref}{sig}: {err}") \
-            from None
+        reason = str(err)
+        if reason == "too many positional arguments":
+            # inspect names no argument here; name the first position that binds to none
+            # (the first parameter takes the ctx or the checkpoint name, not an arg).
+            slots = sum(1 for p in sig.parameters.values()
+                        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+            reason = f"args[{max(slots - 1, 0)}] binds to no parameter ({len(args)} given)"
+        raise RegistrationError(f"checkpoint {name!r}: arguments do not fit {ref}{sig}: "
+                                f"{reason}") from None
 
 
 def parse_loglevel(name: str, loglevel: str | int | None) -> int | None:
