@@ -86,9 +86,27 @@ class InstallEngine:
             durable = True
         else:
             self._area = create_area(self.session)
-            log = EventLog.open(self._area / LOG_NAME, durable=False)
+            try:
+                log = EventLog.open(self._area / LOG_NAME, durable=False)
+            except BaseException:
+                remove_area(self._area)
+                raise
             store = SnapshotStore(self._area / SNAPSHOT_DIR, durable=False)
             durable = False
+        try:
+            self._start_session(log, store, cache, durable)
+        except BaseException:
+            # No engine comes out of a failed open: give back what it took, or the
+            # target would stay locked by this process until it exits.
+            log.close()
+            if self._lock is not None:
+                self._lock.close()
+            if self._area is not None and not keep_volatile:
+                remove_area(self._area)
+            raise
+
+    def _start_session(self, log: EventLog, store: SnapshotStore, cache: DataCache,
+                       durable: bool) -> None:
         report = log.verify()
         if not report.ok:
             logger.warning("log %s fails verification at event %s: %s", log.path,
@@ -253,8 +271,7 @@ class InstallEngine:
     def _prepare(self, start_from: str | None, pause_before: str | None, dry_run: bool) -> Plan:
         self._check_open()
         if not self._exec_guard.acquire(blocking=False):
-            raise EngineStateError("cannot execute while the engine is running; allowed now: "
-                                   "cancel, pause", state="running", allowed=["cancel", "pause"])
+            raise self._refused("start", "execute")
         try:
             return self._plan(start_from, pause_before, dry_run)
         except BaseException:
@@ -262,7 +279,7 @@ class InstallEngine:
             raise
 
     def _plan(self, start_from: str | None, pause_before: str | None, dry_run: bool) -> Plan:
-        self._require_not_running("execute")
+        self._require_not_running("execute", trigger="start")
         names = self.checkpoints
         for label, value in (("start_from", start_from), ("pause_before", pause_before)):
             if value is not None and value not in names:
@@ -427,7 +444,7 @@ class InstallEngine:
         :raises EngineStateError: while an execution runs.
         """
         self._check_open()
-        self._require_not_running("clean up")
+        self._require_not_running("clean up", trigger="reset")
         names = set(self.checkpoints)
         rec = self._recorder
         files = []
@@ -484,11 +501,26 @@ class InstallEngine:
             raise EngineStateError("the engine is closed; open a new InstallEngine",
                                    state="closed", allowed=[])
 
-    def _require_not_running(self, action: str) -> None:
+    def _require_not_running(self, action: str, *, trigger: str | None = None) -> None:
         if self.state == "running":
-            allowed = ["cancel", "pause"]
-            raise EngineStateError(f"cannot {action} while the engine is running; allowed now: "
-                                   f"{', '.join(allowed)}", state="running", allowed=allowed)
+            raise self._refused(trigger, action)
+
+    def _refused(self, trigger: str | None, action: str) -> EngineStateError:
+        """The error for ``action`` while running; a refused ``trigger`` is recorded too.
+
+        These refusals are decided before the machine is asked (the execution
+        guard), so they are recorded here the way the finalize hook records one.
+        """
+        allowed = ["cancel", "pause"]
+        message = (f"cannot {action} while the engine is running; allowed now: "
+                   f"{', '.join(allowed)}")
+        if trigger is not None:
+            try:
+                self._recorder.append(EventKind.TRANSITION_REFUSED, data={
+                    "trigger": trigger, "state": "running", "error": message})
+            except Exception as err:
+                logger.error("could not record refused transition %s: %s", trigger, err)
+        return EngineStateError(message, state="running", allowed=allowed)
 
     def _trigger(self, trigger: str, action: str, *, data: dict[str, Any]) -> None:
         try:
