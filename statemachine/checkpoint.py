@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from installengine.snapshots import CacheDict, Target
+from installengine.snapshots import CacheDict, Target, target_from_spec
 
 
 class CheckpointCanceled(Exception):
@@ -46,7 +46,8 @@ class Context:
     def attach_target(self, target: Target | str) -> None:
         """Attach the install target (e.g. right after creating the dataset)."""
         self._attach(target)
-        self.target = target if isinstance(target, Target) else self.target
+        # a spec string gives an equal target: the engine attached the same spec
+        self.target = target_from_spec(target)
 
 
 class Checkpoint:

@@ -415,6 +415,7 @@ class InstallEngine:
                 old.copy_to(dest)
                 new = EventLog.open(dest, durable=True)
                 mapping = None
+                copied = len(old)
             else:
                 new = EventLog.open(dest, durable=True)
                 mapping = _copy_events(old, new)
