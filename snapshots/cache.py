@@ -163,6 +163,11 @@ class DataCache:
         self._tree.shifted(self._data, path, index)
 
 
+def _copy(value: Any) -> Any:
+    """A deep, independent copy of a stored JSON value."""
+    return orjson.loads(orjson.dumps(value)) if isinstance(value, (dict, list)) else value
+
+
 def _view(cache: DataCache, path: Path, value: Any) -> Any:
     if isinstance(value, dict):
         return CacheDict(cache, path)
@@ -208,6 +213,34 @@ class CacheDict(MutableMapping[str, Any]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._node()
+
+    # The MutableMapping mixins would return ``default`` itself from setdefault (so
+    # edits through it were lost) and views of removed paths from pop and popitem.
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        """``cache[key]``, set to ``default`` first if missing; returns the tracked view."""
+        if key not in self._node():
+            self[key] = default
+        return self[key]
+
+    def pop(self, key: str, /, *default: Any) -> Any:
+        """Remove ``key`` and return a plain copy of its value (or ``default``)."""
+        node = self._node()
+        if key not in node:
+            if default:
+                return default[0]
+            raise KeyError(key)
+        value = _copy(node[key])
+        self._cache._delete(self._path, key)
+        return value
+
+    def popitem(self) -> tuple[str, Any]:
+        """Remove the last key and return it with a plain copy of its value."""
+        node = self._node()
+        if not node:
+            raise KeyError("popitem(): the cache object is empty")
+        key = next(reversed(node))
+        return key, self.pop(key)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (CacheDict, CacheList)):
@@ -277,6 +310,20 @@ class CacheList(MutableSequence[Any]):
 
     def insert(self, index: int, value: Any) -> None:
         self._cache._insert(self._path, index, value)
+
+    # The MutableSequence mixins would return a view of the index that the next
+    # element moves into from pop, and read views already overwritten in reverse.
+
+    def pop(self, index: int = -1) -> Any:
+        """Remove the item at ``index`` and return a plain copy of it."""
+        value = _copy(self._node()[index])
+        self._cache._delete(self._path, index)
+        return value
+
+    def reverse(self) -> None:
+        """Reverse in place, recorded as one replacement per index."""
+        for i, value in enumerate(reversed(self.to_plain())):
+            self._cache._set(self._path, i, value)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (CacheDict, CacheList)):
