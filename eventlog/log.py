@@ -292,11 +292,24 @@ class EventLog:
                 remaining -= len(rows)
 
     def get(self, seq: int) -> Event | None:
-        """The event at ``seq``, or None."""
+        """The event at ``seq``, or None.
+
+        :raises LogIntegrityError: when the file cannot be read or the event's data is corrupt.
+        """
         with self._lock:
-            row = self._conn.execute(f"SELECT {_COLUMNS} FROM events WHERE seq = ?",
-                                     (seq,)).fetchone()
-        return _row_to_event(row) if row else None
+            try:
+                row = self._conn.execute(f"SELECT {_COLUMNS} FROM events WHERE seq = ?",
+                                         (seq,)).fetchone()
+            except sqlite3.DatabaseError as err:
+                raise LogIntegrityError(f"cannot read event {seq} of log {self.path}: {err}; "
+                                        "run installengine verify") from err
+        if row is None:
+            return None
+        try:
+            return _row_to_event(row)
+        except orjson.JSONDecodeError as err:
+            raise LogIntegrityError(f"event {seq} in {self.path} has corrupt data; run "
+                                    "installengine verify", first_bad_seq=seq) from err
 
     def verify(self) -> VerifyReport:
         """Recompute the hash chain and compare its end with the recorded head."""

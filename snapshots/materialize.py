@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 import orjson
-from installengine.eventlog import EventKind, EventLog
+from installengine.eventlog import EventKind, EventLog, LogIntegrityError
 
 from .diff import apply
 from .digest import DigestTree
@@ -78,7 +78,11 @@ def _nearest_file(chain: list[SnapshotPoint], store: SnapshotStore | None,
 
 def _fold(log: EventLog, point: SnapshotPoint, state: Any) -> Any:
     for diff_seq in point.diffs:
-        ev = log.get(diff_seq)
+        try:
+            ev = log.get(diff_seq)
+        except LogIntegrityError as err:
+            raise SnapshotUnavailableError(
+                f"{point.label}: its change (event {diff_seq}) cannot be read: {err}") from err
         if ev is None or ev.kind != EventKind.CACHE_CHANGED:
             raise SnapshotUnavailableError(
                 f"{point.label}: its change (event {diff_seq}) is missing from the log")

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from installengine.eventlog import EventKind, EventLog, SessionInfo, UsageError
+from installengine.eventlog import EventKind, EventLog, SessionInfo, UsageError, VerifyReport
 from installengine.snapshots import (
     CacheDict,
     DataCache,
@@ -112,7 +112,7 @@ class InstallEngine:
             logger.warning("log %s fails verification at event %s: %s", log.path,
                            report.first_bad_seq, report.reason)
         self._recorder = Recorder(log, store, cache, session=self.session.id, durable=durable,
-                                  target=self._target, first_bad_seq=report.first_bad_seq)
+                                  target=self._target, first_bad_seq=_first_untrusted(report))
         self._recorder.append(EventKind.SESSION_STARTED, data={
             **self.session.as_json(), "target": self._target.describe() if self._target else None,
             "log": str(log.path)})
@@ -428,7 +428,7 @@ class InstallEngine:
         rec.log, rec.store = new, SnapshotStore(t.state_dir / SNAPSHOT_DIR, durable=True)
         rec.durable, rec.target = True, t
         report = new.verify()
-        rec.first_bad_seq = report.first_bad_seq
+        rec.first_bad_seq = _first_untrusted(report)
         if mapping is not None and rec.base is not None:
             rec.base = mapping.get(rec.base)
         rec.lineage = read_lineage(new)
@@ -547,6 +547,17 @@ class InstallEngine:
             self._recorder.append(kind, data=data)
         except Exception as err:
             logger.error("could not record transition %s: %s", trigger, err)
+
+
+def _first_untrusted(report: VerifyReport) -> int | None:
+    """The first event the resumability rules may not trust; None when the log verified.
+
+    A verify that failed without naming an event (an unreadable page, an altered
+    head) leaves nothing to trust, so that is event 1.
+    """
+    if report.ok:
+        return None
+    return report.first_bad_seq if report.first_bad_seq is not None else 1
 
 
 def _copy_events(old: EventLog, new: EventLog) -> dict[int, int]:
