@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -72,6 +73,8 @@ class InstallEngine:
         self._registrations: list[Registration] = []
         self._signals = Signals()
         self._exec_guard = threading.Lock()
+        #: the handle of the latest start(), so cancel() can wait until it is told
+        self._handle: ExecutionHandle | None = None
         self._area: Path | None = None
         self._lock: TargetLock | None = None
         self._target: Target | None = None
@@ -242,10 +245,8 @@ class InstallEngine:
         :raises EngineStateError: when an execution is already running.
         """
         plan = self._prepare(start_from, pause_before, dry_run)
-        try:
-            return self._run(plan, None, None)
-        finally:
-            self._exec_guard.release()
+        self._handle = None
+        return self._run(plan, None, None)
 
     def start(self, *, start_from: str | None = None, pause_before: str | None = None,
               dry_run: bool = False,
@@ -256,14 +257,9 @@ class InstallEngine:
         """
         plan = self._prepare(start_from, pause_before, dry_run)
         handle = ExecutionHandle(cancel=self.cancel, pause=self.pause)
-
-        def body() -> None:
-            try:
-                self._run(plan, handle, on_finish)
-            finally:
-                self._exec_guard.release()
-
-        thread = threading.Thread(target=body, name="installengine-execution", daemon=True)
+        self._handle = handle
+        thread = threading.Thread(target=self._run, args=(plan, handle, on_finish),
+                                  name="installengine-execution", daemon=True)
         handle.thread = thread
         thread.start()
         return handle
@@ -343,7 +339,13 @@ class InstallEngine:
                                  target=lambda: self._target, attach=self.attach_target)
         finally:
             self._signals.thread = None
-            self._finish(plan, result)
+            try:
+                self._finish(plan, result)
+            finally:
+                # The execution is over once its end is recorded: release the guard
+                # before the handle and on_finish hear of it, so that a caller woken
+                # by handle.wait() (or on_finish itself) can execute again at once.
+                self._exec_guard.release()
             if handle is not None:
                 handle._finish(result)
             if on_finish is not None:
@@ -375,6 +377,8 @@ class InstallEngine:
         """Cancel the running checkpoint and wait for the execution to stop; a no-op when idle."""
         if self.state != "running":
             return
+        handle = self._handle
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._signals.cancel.set()
         with self._signals.lock:
             running = self._signals.running
@@ -387,6 +391,9 @@ class InstallEngine:
             timeout=-1 if timeout is None else timeout)
         if waited:
             self._exec_guard.release()
+            # the guard is released just before the handle is told: wait for that too
+            if handle is not None:
+                handle.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     # -- targets, cleanup, closing -----------------------------------------------------------
 
