@@ -21,6 +21,7 @@ from installengine.snapshots import (
     SnapshotStore,
     SnapshotUnavailableError,
     Target,
+    TargetError,
     TargetLock,
     Verdict,
     create_area,
@@ -129,6 +130,7 @@ class InstallEngine:
         target.prepare()
         lock = TargetLock(target.state_dir, self.session.as_json()).acquire()
         try:
+            _refuse_symlink(target.state_dir / LOG_NAME)
             log = EventLog.open(target.state_dir / LOG_NAME, durable=True)
         except BaseException:
             lock.close()
@@ -417,6 +419,7 @@ class InstallEngine:
         t.prepare()
         lock = TargetLock(t.state_dir, self.session.as_json()).acquire()
         try:
+            _refuse_symlink(dest)
             copied = 0
             if not dest.exists() or dest.stat().st_size == 0:
                 old.copy_to(dest)
@@ -565,6 +568,16 @@ def _first_untrusted(report: VerifyReport) -> int | None:
     if report.ok:
         return None
     return report.first_bad_seq if report.first_bad_seq is not None else 1
+
+
+def _refuse_symlink(path: Path) -> None:
+    """Refuse a log path that is a symlink: the log would be written wherever it points.
+
+    :raises TargetError: when ``path`` is a symlink.
+    """
+    if path.is_symlink():
+        raise TargetError(f"{path} is a symlink; the log must be a file in the state "
+                          "directory itself: remove the link")
 
 
 def _copy_events(old: EventLog, new: EventLog) -> dict[int, int]:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import orjson
 
-from ..errors import TargetLockedError
+from ..errors import TargetError, TargetLockedError
 
 LOCK_NAME = "lock"
 
@@ -34,8 +35,17 @@ class TargetLock:
         """Take the lock.
 
         :raises TargetLockedError: when another live engine holds it.
+        :raises TargetError: when the lock is a symlink or not a regular file.
         """
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            # O_NOFOLLOW: a planted symlink must not make us truncate the file it points to
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as err:
+            raise TargetError(f"cannot open the lock {self.path}: {err.strerror or err}; it "
+                              "must be a regular file (remove it if it is a symlink)") from err
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise TargetError(f"the lock {self.path} is not a regular file; remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
