@@ -122,10 +122,8 @@ class DataCache:
         self._pending.append(PendingChange(entry, self.actor, len(raw or b"") + 16))
 
     def _set(self, path: Path, key: str | int, value: Any) -> None:
-        where = pointer((*path, key))
         if isinstance(path, tuple) and not path and not isinstance(key, str):
             raise UsageError(f"cache keys are strings, not {type(key).__name__}: {key!r}")
-        raw = _encode(value, where)
         container = self._resolve(path)
         if isinstance(container, dict):
             if not isinstance(key, str):
@@ -136,6 +134,8 @@ class DataCache:
                 raise UsageError(f"index {key!r} is out of range at {pointer(path) or '/'}")
             key = key % len(container)
             op = "replace"
+        # Encode after normalising the key, so a refusal names the index as stored (/l/2, not /l/-1).
+        raw = _encode(value, pointer((*path, key)))
         container[key] = orjson.loads(raw)
         self._record(op, (*path, key), raw)
         self._tree.changed(self._data, path, key)
@@ -280,8 +280,10 @@ class CacheList(MutableSequence[Any]):
     def __getitem__(self, index: int | slice) -> Any:
         node = self._node()
         if isinstance(index, slice):
-            result: list[Any] = orjson.loads(orjson.dumps(node[index]))
-            return result
+            # A slice holds the items' views, as a list slice holds references to them:
+            # changing an item of the slice changes the cache, and is recorded.
+            return [_view(self._cache, (*self._path, i), node[i])
+                    for i in range(*index.indices(len(node)))]
         value = node[index]
         return _view(self._cache, (*self._path, index % len(node)), value)
 
