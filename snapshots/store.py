@@ -78,7 +78,8 @@ class SnapshotStore:
         """The bytes of a file, or None if missing, not a regular file, or unreadable."""
         path = self.path_for(seq, digest)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            # O_NONBLOCK: opening a FIFO put in this file's place would otherwise block forever.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return None
         try:
