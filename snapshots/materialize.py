@@ -46,7 +46,13 @@ def materialize(log: EventLog, lineage: Lineage, seq: int,
             tried_files.add(chain[start].seq)
             continue
         if not isinstance(state, dict):
-            raise SnapshotUnavailableError(f"the state at {target.label} is not an object")
+            if start < 0:
+                raise SnapshotUnavailableError(f"the state at {target.label} is not an object")
+            # A file that parses as JSON but not as an object is as corrupt as any other.
+            logger.warning("snapshot file for point %s is not an object; using the log",
+                           chain[start].seq)
+            tried_files.add(chain[start].seq)
+            continue
         tree = DigestTree(state)
         if tree.hexdigest() == target.digest:
             return state, tree
