@@ -19,6 +19,15 @@ LINEAGE_KINDS = (EventKind.SNAPSHOT_TAKEN, EventKind.ROLLED_BACK, EventKind.CLEA
                  EventKind.CHECKPOINT_FAILED, EventKind.SESSION_STARTED, EventKind.PRUNED)
 
 
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One checkpoint's run in the current lineage: its before-point and its completion."""
+
+    checkpoint: str
+    before: SnapshotPoint | None
+    completed: SnapshotPoint | None
+
+
 @dataclass(slots=True)
 class Lineage:
     points: dict[int, SnapshotPoint] = field(default_factory=dict)
@@ -63,9 +72,32 @@ class Lineage:
         chain.reverse()
         return chain
 
+    def runs(self, seq: int | None = None) -> list[Run]:
+        """The checkpoint runs that make up the state at ``seq`` (default: the head), in order.
+
+        Checkpoints run in registration order, so a before-point of a checkpoint
+        that already has a run in the chain (a plain ``execute()`` retrying a
+        failed one, with those after it running again) starts it over: that run
+        and every later one are superseded and no longer count. A run without a
+        completion followed by other runs is a checkpoint that failed while the
+        execution went on (``stop_on_error=False``).
+        """
+        runs: list[Run] = []
+        for point in self.chain(seq):
+            if point.when is When.BEFORE:
+                names = [r.checkpoint for r in runs]
+                if point.checkpoint in names:
+                    del runs[names.index(point.checkpoint):]
+                runs.append(Run(point.checkpoint, point, None))
+            elif runs and runs[-1].checkpoint == point.checkpoint and runs[-1].completed is None:
+                runs[-1] = Run(point.checkpoint, runs[-1].before, point)
+            else:  # a completion without its before-point in the chain
+                runs.append(Run(point.checkpoint, None, point))
+        return runs
+
     def completed(self, seq: int | None = None) -> list[SnapshotPoint]:
-        """The completed points of the chain, in order."""
-        return [p for p in self.chain(seq) if p.when is When.COMPLETED]
+        """The completed points of the current runs (see :meth:`runs`), in order."""
+        return [r.completed for r in self.runs(seq) if r.completed is not None]
 
 
 def fold(events: Iterable[Event]) -> Lineage:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .lineage import Lineage
-from .points import SnapshotPoint, When
+from .lineage import Lineage, Run
+from .points import SnapshotPoint
 from .targets.base import FsSnapshot
 
 
@@ -57,8 +57,9 @@ def decide(lineage: Lineage, registered: Sequence[Registered], *, session: str,
         nothing at or after it can be trusted.
     """
     chain = lineage.chain()
-    completed_at = [i for i, p in enumerate(chain) if p.when is When.COMPLETED]
-    completions = [chain[i] for i in completed_at]
+    runs = lineage.runs()
+    #: the points of the current runs: superseded runs no longer count for the filesystem
+    current = {p.seq for r in runs for p in (r.before, r.completed) if p is not None}
     decisions: list[Decision] = []
     blocked: str | None = None
     for index, reg in enumerate(registered):
@@ -66,23 +67,24 @@ def decide(lineage: Lineage, registered: Sequence[Registered], *, session: str,
             decisions.append(Decision(Verdict(reg.name, False, blocked)))
             continue
         if index > 0:
-            reason = _prefix_mismatch(registered, index, completions, chain, lineage)
+            reason = _prefix_mismatch(registered, index, runs, lineage)
             if reason is not None:
                 decisions.append(Decision(Verdict(reg.name, False, reason)))
                 blocked = reason if "failed" in reason else None
                 continue
-        start = completed_at[index - 1] + 1 if index > 0 else 0
-        end = completed_at[index] if index < len(completed_at) else len(chain)
-        segment = chain[start:end]
-        before = [p for p in segment if p.when is When.BEFORE and p.checkpoint == reg.name
-                  and p.fingerprint == reg.fingerprint]
-        point = before[-1] if before else (completions[index - 1] if index > 0 else None)
-        not_started = not before
+        # X's own before-point if X started (under this fingerprint) in its run's place,
+        # else its predecessor's completed point (the prefix check made sure it exists).
+        own = runs[index].before if index < len(runs) else None
+        if own is not None and (own.checkpoint, own.fingerprint) != (reg.name, reg.fingerprint):
+            own = None
+        point = own if own is not None else runs[index - 1].completed if index > 0 else None
+        not_started = own is None
         if point is None:
             decisions.append(Decision(Verdict(reg.name, True), None, not_started=True))
             continue
         reason = _unavailable(point, chain, session=session, fs_snapshots=fs_snapshots,
-                              first_bad_seq=first_bad_seq, pruned=lineage.pruned_fs)
+                              first_bad_seq=first_bad_seq, pruned=lineage.pruned_fs,
+                              current=current)
         if reason is not None and index == 0:
             # The first checkpoint is always resumable: as a fresh attempt.
             decisions.append(Decision(Verdict(reg.name, True), None, not_started=not_started))
@@ -102,41 +104,44 @@ def explain(lineage: Lineage, registered: Sequence[Registered], *, session: str,
                                       fs_snapshots=fs_snapshots, first_bad_seq=first_bad_seq)]
 
 
-def _prefix_mismatch(registered: Sequence[Registered], index: int,
-                     completions: list[SnapshotPoint], chain: list[SnapshotPoint],
+def _prefix_mismatch(registered: Sequence[Registered], index: int, runs: list[Run],
                      lineage: Lineage) -> str | None:
-    """Why the checkpoints before ``index`` do not match the completions that made the state."""
+    """Why the checkpoints before ``index`` do not match the runs that made the state."""
     for j in range(index):
         reg = registered[j]
-        if j >= len(completions):
-            if _failed_in_chain(reg.name, chain, lineage):
+        run = runs[j] if j < len(runs) else None
+        if run is None:
+            return f"never completed: {reg.name!r} has not completed in the current lineage"
+        if run.checkpoint != reg.name:
+            return (f"registration mismatch: position {j + 1} is {reg.name!r} but the "
+                    f"recorded run {'completed' if run.completed else 'started'} "
+                    f"{run.checkpoint!r} there")
+        if run.completed is None:
+            if _failed(run, lineage):
                 return f"predecessor {reg.name!r} failed; resume from {reg.name!r} first"
             return f"never completed: {reg.name!r} has not completed in the current lineage"
-        done = completions[j]
-        if done.checkpoint != reg.name:
-            if _failed_in_chain(reg.name, chain, lineage):
-                return f"predecessor {reg.name!r} failed; resume from {reg.name!r} first"
-            return (f"registration mismatch: position {j + 1} is {reg.name!r} but the "
-                    f"recorded run completed {done.checkpoint!r} there")
-        if done.fingerprint != reg.fingerprint:
+        if run.completed.fingerprint != reg.fingerprint:
             return (f"registration mismatch: {reg.name!r} is registered differently "
                     "(call, arguments or version) from the run that completed it")
     return None
 
 
-def _failed_in_chain(name: str, chain: list[SnapshotPoint], lineage: Lineage) -> bool:
-    return any(lineage.failed_runs.get(p.seq) == name for p in chain)
+def _failed(run: Run, lineage: Lineage) -> bool:
+    return run.before is not None and lineage.failed_runs.get(run.before.seq) == run.checkpoint
 
 
 def _unavailable(point: SnapshotPoint, chain: list[SnapshotPoint], *, session: str,
                  fs_snapshots: Sequence[FsSnapshot] | None,
                  first_bad_seq: int | None,
-                 pruned: frozenset[tuple[str, str]] | set[tuple[str, str]]) -> str | None:
+                 pruned: frozenset[tuple[str, str]] | set[tuple[str, str]],
+                 current: set[int] | None = None) -> str | None:
     """Why the state at ``point`` cannot be restored, or None when it can.
 
     Every filesystem snapshot recorded in the chain up to ``point`` must still
     exist, in order (the original engine's rule: a lost snapshot in the middle
     ends what can be resumed), except those a ``pruned`` event removed on purpose.
+    Only points of the ``current`` runs count: a run superseded by a later run of
+    the same checkpoint took snapshots whose names that later run took again.
     """
     if point.session != session and not point.durable:
         return (f"snapshot only volatile: {point.label} was taken by session {point.session}, "
@@ -148,6 +153,8 @@ def _unavailable(point: SnapshotPoint, chain: list[SnapshotPoint], *, session: s
                 return (f"log damaged: event {first_bad_seq} fails verification, so "
                         f"{point.label} cannot be rebuilt")
     if fs_snapshots is not None:
+        if current is not None:
+            upto = [p for p in upto if p.seq in current or p is point]
         position = {(s.name, s.id): i for i, s in enumerate(fs_snapshots)}
         # A name taken again later in the chain (after a rollback to it) supersedes
         # the earlier one: only the latest point holding each name is checked.
