@@ -67,17 +67,21 @@ class DirectoryTarget(Target):
     def snapshot(self, name: str) -> FsSnapshot:
         self.prepare()
         tmp = self._fs_dir / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(mode=0o700)
         try:
+            tmp.mkdir(mode=0o700)
             self._copy_into(self._path, tmp)
+            self.destroy_snapshot(name)
+            # The id starts with a nanosecond clock so that listing by id is creation order.
+            snap_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+            (tmp / f".{STATE_DIR_NAME}-id").write_text(snap_id)
+            os.rename(tmp, self._fs_dir / name)
+        except OSError as err:  # a full disk, most likely
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise TargetError(f"cannot take filesystem snapshot {name} of {self.spec}: "
+                              f"{err.strerror or err}; free space on the target and retry") from err
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self.destroy_snapshot(name)
-        # The id starts with a nanosecond clock so that listing by id is creation order.
-        snap_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
-        (tmp / f".{STATE_DIR_NAME}-id").write_text(snap_id)
-        os.rename(tmp, self._fs_dir / name)
         return FsSnapshot(name, snap_id)
 
     def list_snapshots(self) -> list[FsSnapshot]:
@@ -100,12 +104,15 @@ class DirectoryTarget(Target):
         if name not in names:
             raise TargetError(f"cannot roll {self.spec} back: snapshot {name!r} does not exist")
         source = self._fs_dir / name
-        for entry in self._entries(self._path):
-            p = Path(entry)
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
+        try:
+            for entry in self._entries(self._path):
+                p = Path(entry)
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+        except OSError as err:
+            raise TargetError(f"cannot roll {self.spec} back to {name}: {err}") from err
         for entry in self._entries(source):
             if Path(entry).name == f".{STATE_DIR_NAME}-id":
                 continue
@@ -117,5 +124,8 @@ class DirectoryTarget(Target):
 
     def destroy_snapshot(self, name: str) -> None:
         path = self._fs_dir / name
-        if path.exists():
-            shutil.rmtree(path)
+        try:
+            if path.exists():
+                shutil.rmtree(path)
+        except OSError as err:
+            raise TargetError(f"cannot destroy filesystem snapshot {path}: {err}") from err
