@@ -218,3 +218,13 @@ def wait_for(ctx: Context) -> None:
         raise TimeoutError("nobody released the checkpoint")
     ctx.cache[ctx.name] = True
 
+
+
+def fill(ctx: Context, relpath: str, size: int) -> None:
+    """Write ``size`` bytes to a file under the target root (fills a small disk)."""
+    path = _root(ctx) / relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        for _ in range(0, size, 64 * 1024):
+            f.write(b"z" * 64 * 1024)
+    ctx.cache[ctx.name] = relpath
