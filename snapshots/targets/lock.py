@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -19,6 +20,8 @@ import orjson
 from ..errors import TargetError, TargetLockedError
 
 LOCK_NAME = "lock"
+#: seconds a refused engine waits for the holder to finish writing its record
+HOLDER_WAIT = 0.5
 
 
 class TargetLock:
@@ -49,7 +52,7 @@ class TargetLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            previous = _read_holder(fd)
+            previous = _await_holder(fd)
             os.close(fd)
             who = (f"pid {previous.get('pid')} on {previous.get('host')}" if previous
                    else "another engine")
@@ -82,6 +85,21 @@ class TargetLock:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _await_holder(fd: int) -> dict[str, Any] | None:
+    """The record of the engine that holds the lock.
+
+    The holder writes it just after it takes the lock, so a refused engine can
+    find it empty or half written: wait briefly for a whole record before
+    naming no one.
+    """
+    deadline = time.monotonic() + HOLDER_WAIT
+    while True:
+        holder = _read_holder(fd)
+        if (holder and "unreadable" not in holder) or time.monotonic() >= deadline:
+            return holder
+        time.sleep(0.002)
 
 
 def _read_holder(fd: int) -> dict[str, Any] | None:
