@@ -611,14 +611,24 @@ def dir_spec(workdir: Path) -> str:
 
 
 def zfs_spec_for(pool: str) -> Callable[[Path], str]:
-    """Specs of fresh datasets under ``pool``, one per trial directory."""
+    """Specs of fresh, empty datasets under ``pool``, one per trial directory (created here)."""
     def make(workdir: Path) -> str:
-        return f"zfs:{pool}/faults-{workdir.name}"
+        dataset = f"{pool}/faults-{workdir.name}"
+        listed = subprocess.run(["zfs", "list", "-H", "-o", "name", dataset], capture_output=True,
+                                check=False)
+        if listed.returncode != 0:
+            subprocess.run(["zfs", "create", "-p", dataset], capture_output=True, check=True)
+        return f"zfs:{dataset}"
     return make
 
 
 def destroy_zfs(spec: str) -> None:
+    """``zfs destroy -r`` after unmounting deepest first (zfs-fuse calls mounted datasets busy)."""
     dataset = spec.removeprefix("zfs:")
+    listed = subprocess.run(["zfs", "list", "-H", "-o", "name", "-t", "filesystem", "-r", dataset],
+                            capture_output=True, text=True, check=False)
+    for name in sorted(listed.stdout.split(), reverse=True):
+        subprocess.run(["zfs", "unmount", name], capture_output=True, check=False)
     subprocess.run(["zfs", "destroy", "-r", dataset], capture_output=True, check=False)
 
 
@@ -626,7 +636,10 @@ def zfs_ready(pool: str) -> str | None:
     """None when ``zfs:<pool>/...`` targets work here, else why not."""
     if shutil.which("zfs") is None:
         return "zfs is not installed"
-    probe = f"zfs:{pool}/faults-probe-{os.getpid()}"
+    try:
+        probe = zfs_spec_for(pool)(Path(f"probe-{os.getpid()}"))
+    except subprocess.CalledProcessError as err:
+        return f"cannot create a dataset under {pool}: {err.stderr!r}"
     try:
         with InstallEngine(probe) as engine:
             _ = engine.target.root if engine.target else None
