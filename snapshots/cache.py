@@ -32,7 +32,13 @@ class PendingChange:
 
 def _encode(value: Any, where: str) -> bytes:
     """Canonical JSON of a value being stored, refusing non-JSON with its path."""
-    plain = _unwrap(value)
+    try:
+        plain = _unwrap(value)
+    except RecursionError:
+        # _unwrap recurses, so a value nested a thousand deep, or one holding itself, ends
+        # here before check_json could name it.
+        raise UsageError(f"value at {where or '/'} is nested too deeply or contains itself; "
+                         "store a flatter value") from None
     check_json(plain, where)
     return canonical_json(plain)
 
