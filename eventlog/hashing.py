@@ -31,12 +31,18 @@ def check_json(value: Any, path: str = "") -> None:
 
     :raises UsageError: when ``value`` holds a non-JSON value.
     """
+    if _is_plain(value):
+        return
+    # Something needs a closer look (or is wrong): walk again, keeping paths for the message.
     stack: list[tuple[Any, str, int]] = [(value, path, 0)]
     while stack:
         item, where, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise UsageError(f"value at {where or '/'} is nested deeper than {MAX_DEPTH} levels")
-        if item is None or isinstance(item, (bool, str)):
+        if item is None or isinstance(item, bool):
+            continue
+        if isinstance(item, str):
+            _check_utf8(item, where)
             continue
         if isinstance(item, int):
             if not _INT_MIN <= item <= _INT_MAX:
@@ -54,6 +60,7 @@ def check_json(value: Any, path: str = "") -> None:
                     raise UsageError(
                         f"key {key!r} at {where or '/'} is a {type(key).__name__}, not a string"
                     )
+                _check_utf8(key, where, is_key=True)
                 stack.append((child, f"{where}/{_escape(key)}", depth + 1))
             continue
         if isinstance(item, list):
@@ -66,6 +73,55 @@ def check_json(value: Any, path: str = "") -> None:
         )
 
 
+def _is_plain(value: Any) -> bool:
+    """Whether ``value`` is JSON made only of the exact built-in types; False means "look closer".
+
+    The fast path of :func:`check_json`: it builds no paths, and anything unusual
+    (a subclass, a non-ASCII string, a deep nest) is left to the careful walk.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if not item.isascii():
+                return False
+        elif kind is dict:
+            if depth >= MAX_DEPTH:
+                return False
+            for key, child in item.items():
+                if type(key) is not str or not key.isascii():
+                    return False
+                stack.append((child, depth + 1))
+        elif kind is list:
+            if depth >= MAX_DEPTH:
+                return False
+            stack.extend((child, depth + 1) for child in item)
+        elif kind is int:
+            if not _INT_MIN <= item <= _INT_MAX:
+                return False
+        elif kind is float:
+            if not math.isfinite(item):
+                return False
+        elif item is not None and kind is not bool:
+            return False
+    return True
+
+
+def _check_utf8(text: str, where: str, *, is_key: bool = False) -> None:
+    """Refuse a string with a lone surrogate: it has no UTF-8 form, so no JSON text."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        what = f"key {text!r} at {where or '/'}" if is_key else f"value at {where or '/'}"
+        raise UsageError(
+            f"{what} holds an unpaired surrogate {text[err.start]!r}, not UTF-8; "
+            "decode the bytes it came from properly"
+        ) from err
+
+
 def _escape(key: str) -> str:
     """Escape a key as a JSON Pointer token (RFC 6901)."""
     return key.replace("~", "~0").replace("/", "~1")
@@ -74,7 +130,11 @@ def _escape(key: str) -> str:
 def canonical_json(value: Any) -> bytes:
     """Serialise ``value`` as canonical JSON bytes (sorted keys, compact, UTF-8).
 
-    :raises UsageError: when ``value`` is not JSON.
+    This is the fast path and does not walk the value: orjson writes NaN and
+    infinities as ``null`` and accepts datetimes, tuples and dataclasses. Values
+    from outside must pass :func:`check_json` first, as ``EventLog.append`` does.
+
+    :raises UsageError: when orjson cannot serialise ``value``.
     """
     try:
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)

@@ -12,6 +12,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -22,9 +23,9 @@ from sqlite_utils import Database
 
 from .errors import LogIntegrityError, LogWriteError, SchemaVersionError, UsageError
 from .events import KINDS, Event, VerifyReport
-from .hashing import GENESIS_HASH, canonical_json, event_hash
+from .hashing import GENESIS_HASH, canonical_json, check_json, event_hash
 from .schema import SCHEMA_VERSION, migrations
-from .verify import StoredRow, check_chain
+from .verify import StoredRow, check_chain, check_head
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,11 @@ def _to_utc_iso(value: datetime | str, name: str) -> str:
     if value.tzinfo is None:
         raise UsageError(f"{name} must be timezone-aware (got {value.isoformat()}); add +00:00")
     return value.astimezone(UTC).isoformat()
+
+
+def _lenient_text(raw: bytes) -> str:
+    """Decode a TEXT column that may have been damaged; bad bytes become surrogates."""
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def _row_to_event(row: tuple[Any, ...]) -> Event:
@@ -64,9 +70,12 @@ class EventLog:
         self.durable = durable
         self._lock = threading.RLock()
         self._closed = False
-        self._meta: dict[str, str] = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
-        last = self._conn.execute(
-            "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        # Lenient reads, so that a damaged log still opens and verify() can say where.
+        with self._lenient_text():
+            self._meta: dict[str, str] = dict(
+                self._conn.execute("SELECT key, value FROM meta").fetchall())
+            last = self._conn.execute(
+                "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         self._head: tuple[int, str] = (last[0], last[1]) if last else (0, GENESIS_HASH)
 
     # -- opening -----------------------------------------------------------------
@@ -93,6 +102,7 @@ class EventLog:
             with p.open("rb") as f:
                 if f.read(16) != _SQLITE_HEADER:
                     raise LogIntegrityError(f"{p} is not an installengine log (not SQLite)")
+        conn: sqlite3.Connection | None = None
         try:
             if readonly:
                 conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True,
@@ -108,12 +118,23 @@ class EventLog:
             if not readonly:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
-                migrations.apply(db)
+                # One transaction for the migrations table and every pending migration:
+                # a crash while a log is created must leave an empty file, not half a schema.
+                with db.atomic():
+                    migrations.apply(db)
                 if durable and not exists:
                     _fsync_dir(p.parent)
             return cls(db, p, readonly=readonly, durable=durable)
         except sqlite3.DatabaseError as err:
+            if conn is not None:
+                conn.close()
             raise LogIntegrityError(f"{p} is not a readable installengine log: {err}") from err
+        except BaseException:
+            # Close now, not when the traceback is collected: the last connection to a
+            # WAL file removes the -wal and -shm files it created.
+            if conn is not None:
+                conn.close()
+            raise
 
     @staticmethod
     def _check_schema(db: Database, path: Path, *, readonly: bool) -> None:
@@ -125,7 +146,11 @@ class EventLog:
             raise LogIntegrityError(
                 f"{path} is a SQLite file but not an installengine log (no events/meta tables)")
         row = db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        found = int(row[0]) if row else 0
+        text = str(row[0]) if row else "0"
+        if not (text.isascii() and text.isdigit()):
+            raise LogIntegrityError(
+                f"{path} records schema version {text!r}, not a number: its meta table is damaged")
+        found = int(text)
         if found > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"log {path} has schema version {found}; this installengine reads up to "
@@ -221,6 +246,9 @@ class EventLog:
         if checkpoint is not None and not isinstance(checkpoint, str):
             raise UsageError(f"event checkpoint must be a string or None, got {checkpoint!r}")
         data = record.get("data")
+        # orjson alone would write NaN as null and a datetime as a string: the event
+        # would come back different from what was appended.
+        check_json(data)
         data_json = canonical_json(data).decode()
         return str(kind), session, checkpoint, data, data_json
 
@@ -234,6 +262,8 @@ class EventLog:
 
         ``since`` is inclusive and ``until`` exclusive. Every value is bound as a
         parameter; rows are read in batches so a million events never sit in memory.
+        A time range first reads the ``ts`` index over the range to find the seqs it
+        spans, so its cost grows with the events in the range, not with the log.
 
         :raises UsageError: for a bad time or limit.
         """
@@ -243,30 +273,71 @@ class EventLog:
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
-        if since is not None:
-            where.append("ts >= ?")
-            args.append(_to_utc_iso(since, "since"))
-        if until is not None:
-            where.append("ts < ?")
-            args.append(_to_utc_iso(until, "until"))
+        since_ts = None if since is None else _to_utc_iso(since, "since")
+        until_ts = None if until is None else _to_utc_iso(until, "until")
+        # "+ts" keeps the time bounds as filters only: ordering by seq over the ts index
+        # would sort every match again for each page. _paged narrows by seq instead.
+        if since_ts is not None:
+            where.append("+ts >= ?")
+            args.append(since_ts)
+        if until_ts is not None:
+            where.append("+ts < ?")
+            args.append(until_ts)
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise UsageError(f"limit must be a non-negative integer, got {limit!r}")
-        if after_seq is not None:
-            where.append("seq > ?")
-            args.append(after_seq)
-        return self._paged(where, args, limit, newest_first)
+        if after_seq is not None and not isinstance(after_seq, int):
+            raise UsageError(f"after_seq must be an integer, got {after_seq!r}")
+        return self._paged(where, args, limit=limit, newest_first=newest_first,
+                           after_seq=after_seq, since_ts=since_ts, until_ts=until_ts)
 
-    def _paged(self, where: list[str], args: list[Any], limit: int | None,
-               newest_first: bool) -> Iterator[Event]:
-        order, cmp = ("DESC", "<") if newest_first else ("ASC", ">")
-        cursor_seq: int | None = None
+    def _seq_span(self, since_ts: str | None, until_ts: str | None) -> tuple[int, int] | None:
+        """The lowest and highest seq with a ts in the range, or None if there is none.
+
+        Exact even where ts goes backwards (a clock set back): it reads the covering
+        ts index over the whole range rather than assuming ts grows with seq.
+        """
+        clauses, params = [], []
+        if since_ts is not None:
+            clauses.append("ts >= ?")
+            params.append(since_ts)
+        if until_ts is not None:
+            clauses.append("ts < ?")
+            params.append(until_ts)
+        lo, hi = self._conn.execute(
+            f"SELECT min(seq), max(seq) FROM events WHERE {' AND '.join(clauses)}", params).fetchone()
+        return None if lo is None else (lo, hi)
+
+    def _paged(self, where: list[str], args: list[Any], *, limit: int | None, newest_first: bool,
+               after_seq: int | None, since_ts: str | None, until_ts: str | None) -> Iterator[Event]:
+        # Every bound on seq is folded into one "seq > low" and one "seq < high": given
+        # two lower bounds, SQLite may seek by the looser one and scan from there on
+        # every page, which makes iterating a long result quadratic.
+        low = after_seq
+        high: int | None = None
+        if since_ts is not None or until_ts is not None:
+            with self._lock:
+                self._check_open()
+                try:
+                    span = self._seq_span(since_ts, until_ts)
+                except sqlite3.DatabaseError as err:
+                    raise LogIntegrityError(f"cannot read log {self.path}: {err}") from err
+            if span is None:
+                return
+            low = span[0] - 1 if low is None else max(low, span[0] - 1)
+            if until_ts is not None:
+                # Without an upper bound in time, events appended while iterating still count.
+                high = span[1] + 1
+        order = "DESC" if newest_first else "ASC"
         remaining = limit
         while remaining is None or remaining > 0:
             clauses = list(where)
             params = list(args)
-            if cursor_seq is not None:
-                clauses.append(f"seq {cmp} ?")
-                params.append(cursor_seq)
+            if low is not None:
+                clauses.append("seq > ?")
+                params.append(low)
+            if high is not None:
+                clauses.append("seq < ?")
+                params.append(high)
             batch = _BATCH if remaining is None else min(_BATCH, remaining)
             sql = f"SELECT {_COLUMNS} FROM events"
             if clauses:
@@ -287,16 +358,21 @@ class EventLog:
                                             first_bad_seq=row[0]) from err
             if len(rows) < batch:
                 return
-            cursor_seq = rows[-1][0]
+            if newest_first:
+                high = rows[-1][0]
+            else:
+                low = rows[-1][0]
             if remaining is not None:
                 remaining -= len(rows)
 
     def get(self, seq: int) -> Event | None:
         """The event at ``seq``, or None.
 
+        :raises UsageError: when the log is closed.
         :raises LogIntegrityError: when the file cannot be read or the event's data is corrupt.
         """
         with self._lock:
+            self._check_open()
             try:
                 row = self._conn.execute(f"SELECT {_COLUMNS} FROM events WHERE seq = ?",
                                          (seq,)).fetchone()
@@ -312,14 +388,26 @@ class EventLog:
                                     "installengine verify", first_bad_seq=seq) from err
 
     def verify(self) -> VerifyReport:
-        """Recompute the hash chain and compare its end with the recorded head."""
+        """Recompute the hash chain and compare its end with the recorded head.
+
+        Every row is checked, including any numbered before 1, and columns are read
+        as the bytes they hold, so a byte that is not UTF-8 is reported at its event
+        instead of making the file unreadable.
+
+        :raises UsageError: when the log is closed.
+        """
         def rows() -> Iterator[StoredRow]:
-            last = 0
+            last: int | None = None
             while True:
-                with self._lock:
-                    batch = self._conn.execute(
-                        f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                        (last, _BATCH)).fetchall()
+                with self._lock, self._lenient_text():
+                    if last is None:
+                        batch = self._conn.execute(
+                            f"SELECT {_COLUMNS} FROM events ORDER BY seq LIMIT ?", (_BATCH,)
+                        ).fetchall()
+                    else:
+                        batch = self._conn.execute(
+                            f"SELECT {_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                            (last, _BATCH)).fetchall()
                 for r in batch:
                     yield StoredRow(*r)
                 if len(batch) < _BATCH:
@@ -328,26 +416,42 @@ class EventLog:
 
         try:
             report = check_chain(rows())
-            with self._lock:
-                meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
-                last = self._conn.execute(
-                    "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+            with self._lock, self._lenient_text():
+                # One read transaction, so that an append by another connection between
+                # these reads cannot look like a removed or added event.
+                self._conn.execute("BEGIN")
+                try:
+                    meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+                    # Rows numbered below 1 are outside the chain, so never its end.
+                    last = self._conn.execute(
+                        "SELECT seq, hash FROM events WHERE seq > 0 ORDER BY seq DESC LIMIT 1"
+                    ).fetchone()
+                    invalid = self._conn.execute(
+                        "SELECT seq FROM events WHERE json_valid(data) = 0 ORDER BY seq LIMIT 1"
+                    ).fetchone()
+                finally:
+                    self._conn.execute("COMMIT")
         except sqlite3.DatabaseError as err:
             return VerifyReport(False, None, f"the log file cannot be read: {err}")
+        report = check_head(report, recorded_seq=str(meta.get("head_seq", "0")),
+                            recorded_hash=meta.get("head_hash"),
+                            last=(last[0], last[1]) if last else None)
         if not report.ok:
             return report
-        head_seq = int(meta.get("head_seq", "0"))
-        actual = last[0] if last else 0
-        if head_seq != actual or (last and meta.get("head_hash") != last[1]):
-            bad = min(head_seq, actual) + 1
-            return VerifyReport(False, bad, f"the log ends at event {actual} but recorded its "
-                                f"head as event {head_seq}: events were removed or added",
-                                report.events)
-        for row_seq, in self._conn.execute(
-                "SELECT seq FROM events WHERE json_valid(data) = 0 LIMIT 1"):
-            return VerifyReport(False, row_seq, f"event {row_seq} holds invalid JSON",
+        if invalid:
+            return VerifyReport(False, invalid[0], f"event {invalid[0]} holds invalid JSON",
                                 report.events)
         return report
+
+    @contextmanager
+    def _lenient_text(self) -> Iterator[None]:
+        """Read TEXT columns as they are stored, bad bytes as surrogates; call under the lock."""
+        self._check_open()
+        self._conn.text_factory = _lenient_text
+        try:
+            yield
+        finally:
+            self._conn.text_factory = str
 
     # -- copying and closing ------------------------------------------------------------
 
@@ -357,10 +461,13 @@ class EventLog:
         :raises UsageError: when ``dest`` already exists.
         """
         d = Path(dest)
-        if d.exists() and d.stat().st_size > 0:
-            raise UsageError(f"cannot copy the log to {d}: a file is already there")
         d.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(d, os.O_CREAT | os.O_WRONLY, 0o600))
+        try:
+            # O_EXCL: never write into a file that is there, even one created just now.
+            os.close(os.open(d, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError as err:
+            raise UsageError(f"cannot copy the log to {d}: a file is already there; "
+                             "choose a new path or remove it") from err
         target = sqlite3.connect(d)
         try:
             with self._lock:

@@ -134,6 +134,9 @@ class DataCache:
         if isinstance(container, dict):
             if not isinstance(key, str):
                 raise UsageError(f"key {key!r} at {pointer(path) or '/'} is not a string")
+            # The key is JSON too: one without a UTF-8 form (a lone surrogate) would be
+            # stored, then break the digest and every later snapshot point.
+            check_json({key: None}, pointer(path))
             op = "add"
         else:
             if not isinstance(key, int) or not -len(container) <= key < len(container):
