@@ -201,9 +201,10 @@ class InstallEngine:
                 raise RegistrationError(f"cannot insert {reg.name!r} before {insert_before!r}: "
                                         f"{insert_before!r} has already completed")
             position = names.index(insert_before)
-        self._registrations.insert(position, reg)
+        # Record first: a registration the log cannot take (a full disk) is no registration.
         self._recorder.append(EventKind.CHECKPOINT_REGISTERED, checkpoint=reg.name,
                               data={**reg.as_json(), "position": position})
+        self._registrations.insert(position, reg)
 
     # -- resumability ------------------------------------------------------------------------
 

@@ -117,7 +117,16 @@ def _check_arguments(name: str, args: list[Any], kwargs: dict[str, Any]) -> None
     for key, value in kwargs.items():
         if not isinstance(key, str):
             raise RegistrationError(f"checkpoint {name!r} kwargs key {key!r} is not a string")
+        _check_text(name, f"kwargs key {key!r}", key)
         _check_json_arg(name, f"kwargs[{key!r}]", value)
+
+
+def _check_text(name: str, where: str, text: str) -> None:
+    """A string that is recorded must have a UTF-8 form (no lone surrogate)."""
+    try:
+        check_json(text)
+    except UsageError as err:
+        raise RegistrationError(f"checkpoint {name!r} {where}: {err}") from None
 
 
 def _check_json_arg(name: str, where: str, value: Any) -> None:
@@ -187,6 +196,9 @@ def build_registration(name: object, call: str | Callable[..., Any], *,
         raise RegistrationError(f"checkpoint {checked!r}: version must be a string")
     if not isinstance(description, str):
         raise RegistrationError(f"checkpoint {checked!r}: description must be a string")
+    _check_text(checked, "description", description)
+    if version is not None:
+        _check_text(checked, "version", version)
     arg_list, kw = list(args or []), dict(kwargs or {})
     _check_arguments(checked, arg_list, kw)
     level = parse_loglevel(checked, loglevel)
