@@ -228,3 +228,8 @@ def fill(ctx: Context, relpath: str, size: int) -> None:
         for _ in range(0, size, 64 * 1024):
             f.write(b"z" * 64 * 1024)
     ctx.cache[ctx.name] = relpath
+
+
+def anything(ctx: Context, *args: Any, **kwargs: Any) -> None:
+    """Takes any registration arguments (for tests of what registration refuses)."""
+    ctx.cache[ctx.name] = [list(args), kwargs]
