@@ -176,6 +176,11 @@ class EventLog:
         with self._lock:
             return self._head
 
+    @property
+    def lock(self) -> threading.RLock:
+        """The writer lock: hold it to read ``head`` and append with no append in between."""
+        return self._lock
+
     def __len__(self) -> int:
         return self.head[0]
 
