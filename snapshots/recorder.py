@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
@@ -36,6 +37,17 @@ MIN_FILE_INTERVAL = 256 * 1024
 
 #: event data fields that hold seqs, remapped when events are copied into another log
 SEQ_FIELDS = ("parent", "to", "before")
+
+
+@dataclass(frozen=True, slots=True)
+class PointRequest:
+    """A snapshot point to record, and the event that rides with it (see take_point)."""
+
+    checkpoint: str
+    when: When
+    fingerprint: str
+    attempt: int
+    then: tuple[EventKind, str, dict[str, Any]] | None = None
 
 
 def read_lineage(log: EventLog) -> Lineage:
@@ -89,32 +101,41 @@ class Recorder:
         :raises LogWriteError: when the log cannot be written; no point is recorded
             and the pending changes stay pending.
         """
+        return self.take_points([PointRequest(checkpoint, when, fingerprint, attempt, then)])[0]
+
+    def take_points(self, requests: list[PointRequest]) -> list[SnapshotPoint]:
+        """Record several points of the same state in one transaction (one fsync).
+
+        The runner records "X completed" and "before Y" together: nothing changes
+        the cache between them, so they share the changes (on the first) and the
+        filesystem snapshot (taken once, for the first).
+
+        :raises TargetError: when the filesystem snapshot fails; no point is recorded.
+        :raises LogWriteError: when the log cannot be written; no point is recorded
+            and the pending changes stay pending.
+        """
         fs_name = fs_id = None
-        takes_fs = (self.durable and self.target is not None
-                    and self.target.takes_fs_snapshots)
-        if takes_fs:
-            assert self.target is not None
-            snap = self.target.snapshot(fs_snapshot_name(checkpoint, when))
+        if self.durable and self.target is not None and self.target.takes_fs_snapshots:
+            first = requests[0]
+            snap = self.target.snapshot(fs_snapshot_name(first.checkpoint, first.when))
             fs_name, fs_id = snap.name, snap.id
         changes = self.cache.take_changes()
         try:
-            events = self._append_point(changes, checkpoint, when, fingerprint, attempt,
-                                        fs_name, fs_id, then)
+            events = self._append_points(changes, requests, fs_name, fs_id)
         except BaseException:
             self.cache.untake(changes)
             raise
-        point = SnapshotPoint.from_event(events[-1 if then is None else -2])
-        self.base = point.seq
+        points = [SnapshotPoint.from_event(ev) for ev in events
+                  if ev.kind == EventKind.SNAPSHOT_TAKEN]
+        self.base = points[-1].seq
         self.touched = True
         self._since_file += sum(c.size for c in changes)
         if self._since_file >= max(MIN_FILE_INTERVAL, self._last_file_size):
-            self._write_file(point)
-        return point
+            self._write_file(points[-1])
+        return points
 
-    def _append_point(self, changes: list[PendingChange], checkpoint: str, when: When,
-                      fingerprint: str, attempt: int, fs_name: str | None,
-                      fs_id: str | None,
-                      then: tuple[EventKind, str, dict[str, Any]] | None) -> list[Event]:
+    def _append_points(self, changes: list[PendingChange], requests: list[PointRequest],
+                       fs_name: str | None, fs_id: str | None) -> list[Event]:
         with self.log.lock:
             seq = self.log.head[0] + 1
             records: list[dict[str, Any]] = []
@@ -126,17 +147,23 @@ class Recorder:
                                          "by": actor or "application", "base": self.base}})
                 diffs.append(seq)
                 seq += 1
-            records.append({
-                "kind": EventKind.SNAPSHOT_TAKEN, "session": self.session,
-                "checkpoint": checkpoint,
-                "data": {"point": when.value, "digest": self.cache.digest(),
-                         "durable": self.durable, "fingerprint": fingerprint,
-                         "parent": self.base, "diffs": diffs, "fs_snapshot": fs_name,
-                         "fs_id": fs_id, "attempt": attempt}})
-            if then is not None:
-                kind, link, data = then
-                records.append({"kind": kind, "session": self.session, "checkpoint": checkpoint,
-                                "data": {**data, link: seq}})
+            digest = self.cache.digest()
+            parent = self.base
+            for req in requests:
+                records.append({
+                    "kind": EventKind.SNAPSHOT_TAKEN, "session": self.session,
+                    "checkpoint": req.checkpoint,
+                    "data": {"point": req.when.value, "digest": digest,
+                             "durable": self.durable, "fingerprint": req.fingerprint,
+                             "parent": parent, "diffs": diffs, "fs_snapshot": fs_name,
+                             "fs_id": fs_id, "attempt": req.attempt}})
+                parent, diffs = seq, []
+                seq += 1
+                if req.then is not None:
+                    kind, link, data = req.then
+                    records.append({"kind": kind, "session": self.session,
+                                    "checkpoint": req.checkpoint, "data": {**data, link: parent}})
+                    seq += 1
             events = self.log.append_many(records)
         for ev in events:
             self.lineage.add(ev)

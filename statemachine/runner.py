@@ -14,6 +14,7 @@ from typing import Any
 
 from installengine.eventlog import EngineError, EventKind
 from installengine.snapshots import DataCache, Recorder, Target, When
+from installengine.snapshots.recorder import PointRequest
 
 from .checkpoint import Checkpoint, CheckpointCanceled, Context
 from .progress import ProgressTracker
@@ -70,23 +71,59 @@ def run_attempt(plan: Plan, *, recorder: Recorder, cache: DataCache, signals: Si
     work_cache = DataCache(cache.to_plain()) if plan.dry_run else cache
     work_cache.volatile = cache.volatile
 
+    # A completed checkpoint whose point is not recorded yet: it is recorded together
+    # with the next checkpoint's before-point, in one transaction (one fsync).
+    pending: Registration | None = None
+
+    def completed_request(done: Registration) -> PointRequest:
+        data = {"fingerprint": done.fingerprint, "attempt": plan.attempt, "point": None,
+                "dry_run": plan.dry_run}
+        return PointRequest(done.name, When.COMPLETED, done.fingerprint, plan.attempt,
+                            (EventKind.CHECKPOINT_COMPLETED, "point", data))
+
+    def flush() -> Result | None:
+        """Record the pending completion on its own; a Result if that failed."""
+        nonlocal pending
+        if pending is None:
+            return None
+        done, pending = pending, None
+        if plan.dry_run:
+            request = completed_request(done)
+            assert request.then is not None
+            _record(recorder, EventKind.CHECKPOINT_COMPLETED, done.name, request.then[2])
+        else:
+            try:
+                recorder.take_points([completed_request(done)])
+            except EngineError as err:
+                return _storage_failure(recorder, done, err, failed, errors, plan)
+        progress.checkpoint_completed(done.name)
+        return None
+
     for reg, checkpoint in zip(plan.run, instances, strict=True):
-        if signals.cancel.is_set():
-            return Result(Status.CANCELED, failed, errors)
-        if signals.pause.is_set():
+        if signals.cancel.is_set() or signals.pause.is_set():
+            stopped = flush()
+            if stopped is not None:
+                return stopped
+            if signals.cancel.is_set():
+                return Result(Status.CANCELED, failed, errors)
             return Result(Status.FAILED if failed else Status.PAUSED, failed, errors)
         before_seq: int | None = None
         started = {"fingerprint": reg.fingerprint, "attempt": plan.attempt, "before": None,
                    "dry_run": plan.dry_run}
         if plan.dry_run:
+            flush()
             _record(recorder, EventKind.CHECKPOINT_STARTED, reg.name, started)
         else:
+            requests = [completed_request(pending)] if pending is not None else []
+            requests.append(PointRequest(reg.name, When.BEFORE, reg.fingerprint, plan.attempt,
+                                         (EventKind.CHECKPOINT_STARTED, "before", started)))
             try:
-                before_seq = recorder.take_point(
-                    reg.name, When.BEFORE, fingerprint=reg.fingerprint, attempt=plan.attempt,
-                    then=(EventKind.CHECKPOINT_STARTED, "before", started)).seq
+                before_seq = recorder.take_points(requests)[-1].seq
             except EngineError as err:
-                return _storage_failure(recorder, reg, err, failed, errors, plan)
+                return _storage_failure(recorder, pending or reg, err, failed, errors, plan)
+            if pending is not None:
+                progress.checkpoint_completed(pending.name)
+                pending = None
         progress.checkpoint_started(reg.name)
         ctx = Context(name=reg.name, cache=work_cache.persistent, volatile=work_cache.volatile,
                       dry_run=plan.dry_run, cancel_requested=checkpoint.cancel_requested,
@@ -120,19 +157,11 @@ def run_attempt(plan: Plan, *, recorder: Recorder, cache: DataCache, signals: Si
             work_cache.actor = None
             with signals.lock:
                 signals.running = None
-        completed = {"fingerprint": reg.fingerprint, "attempt": plan.attempt, "point": None,
-                     "dry_run": plan.dry_run}
-        if plan.dry_run:
-            _record(recorder, EventKind.CHECKPOINT_COMPLETED, reg.name, completed)
-        else:
-            try:
-                recorder.take_point(
-                    reg.name, When.COMPLETED, fingerprint=reg.fingerprint, attempt=plan.attempt,
-                    then=(EventKind.CHECKPOINT_COMPLETED, "point", completed))
-            except EngineError as err:
-                return _storage_failure(recorder, reg, err, failed, errors, plan)
-        progress.checkpoint_completed(reg.name)
+        pending = reg
 
+    stopped = flush()
+    if stopped is not None:
+        return stopped
     if failed:
         return Result(Status.FAILED, failed, errors)
     if signals.cancel.is_set():

@@ -34,7 +34,7 @@ def test_cleanup_removes_snapshots_keeps_history_and_only_the_first_is_resumable
         events = len(log)
     result = invoke("cleanup", done)
     assert result.exit_code == 0
-    assert result.stdout == ("removed 0 snapshot file(s) and 6 filesystem snapshot(s); the "
+    assert result.stdout == ("removed 0 snapshot file(s) and 4 filesystem snapshot(s); the "
                              "history stays. Only 'first' is resumable now.\n")
     assert fs_names(ws) == []
     with EventLog.open(ws.log, readonly=True) as log:
@@ -74,7 +74,7 @@ def test_prune_is_a_dry_run_without_confirm(ws, invoke, done):
     before = fs_names(ws)
     result = invoke("prune", "--target", ws.spec, "--keep-last", "2")
     assert result.exit_code == 0
-    assert "would destroy 4 filesystem snapshot(s)" in result.stdout
+    assert "would destroy 2 filesystem snapshot(s)" in result.stdout
     assert result.stdout.splitlines()[-1] == (
         "dry run: nothing was removed; run again with --confirm to remove them")
     assert fs_names(ws) == before
@@ -85,9 +85,10 @@ def test_prune_confirm_keeps_the_last_points_resumable_and_records_pruned(ws, in
     assert result.exit_code == 0
     report = cli_json(result)
     assert report["confirmed"] is True
-    assert report["destroyed_fs_snapshots"] == [
-        ".step_first.before", ".step_first.done", ".step_wait.before", ".step_wait.done"]
-    assert fs_names(ws) == [".step_last.before", ".step_last.done"]
+    # "X completed" and "before Y" share one filesystem snapshot, so the two points
+    # kept (before last, last completed) keep .step_wait.done and .step_last.done.
+    assert report["destroyed_fs_snapshots"] == [".step_first.before", ".step_first.done"]
+    assert fs_names(ws) == [".step_last.done", ".step_wait.done"]
     with EventLog.open(ws.log, readonly=True) as log:
         [pruned] = list(log.query(kind=EventKind.PRUNED))
         assert pruned.data["keep_last"] == 2
@@ -96,7 +97,7 @@ def test_prune_confirm_keeps_the_last_points_resumable_and_records_pruned(ws, in
     assert verdicts["last"]["resumable"] is True
     assert verdicts["first"]["resumable"] is True  # always: a fresh attempt
     assert verdicts["wait"]["reason"] == (
-        "filesystem snapshot missing: .step_wait.before (taken at before wait) is gone")
+        "filesystem snapshot missing: .step_first.done (taken at before wait) is gone")
     resumed = invoke("run", done, "--start-from", "last")
     assert resumed.exit_code == 0, resumed.output
 
