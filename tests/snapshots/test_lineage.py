@@ -32,7 +32,10 @@ class History:
 
     Enough of the log for the lineage and the rules: points with their parent,
     failures with their before-point, rollbacks (which destroy later filesystem
-    snapshots, as targets do), cleanups and sessions.
+    snapshots, as targets do), cleanups and sessions. Within one execution, "X
+    completed" and "before Y" share one filesystem snapshot, ``.step_X.done``, as
+    the runner records them in one transaction; an execution's first before-point
+    takes its own ``.step_<checkpoint>.before``.
     """
 
     def __init__(self, session: str = "s1", *, durable: bool = True,
@@ -59,18 +62,22 @@ class History:
         self.base = None
         self.event(EventKind.SESSION_STARTED)
 
-    def point(self, name: str, when: When, *, version: str = "") -> int:
+    def point(self, name: str, when: When, *, version: str = "",
+              share: FsSnapshot | None = None) -> int:
         fs_name = fs_id = None
-        if self.durable and self.takes_fs:
+        if share is not None:
+            fs_name, fs_id = share.name, share.id
+        elif self.durable and self.takes_fs:
             fs_name = fs_snapshot_name(name, when)
             self.fs = [s for s in self.fs if s.name != fs_name]
             fs_id = f"{len(self.events) + 1:020d}"
             self.fs.append(FsSnapshot(fs_name, fs_id))
-        diff = self.event(EventKind.CACHE_CHANGED, name, patch=[], base=self.base)
+        diffs = [] if share is not None else [
+            self.event(EventKind.CACHE_CHANGED, name, patch=[], base=self.base).seq]
         ev = self.event(EventKind.SNAPSHOT_TAKEN, name, point=when.value,
                         digest=f"{len(self.events):064x}", durable=self.durable,
                         fingerprint=fingerprint(name, version), parent=self.base,
-                        diffs=[diff.seq], fs_snapshot=fs_name, fs_id=fs_id, attempt=1)
+                        diffs=diffs, fs_snapshot=fs_name, fs_id=fs_id, attempt=1)
         self.base = ev.seq
         return ev.seq
 
@@ -80,15 +87,30 @@ class History:
     def done(self, name: str, *, version: str = "") -> int:
         return self.point(name, When.COMPLETED, version=version)
 
+    def execution(self, *steps: str, attach_in: str | None = None) -> None:
+        """One execute(): ``"x"`` runs x; ``"x!"`` fails it (end the steps there to stop,
+        go on for ``stop_on_error=False``). ``attach_in`` attaches the target while it runs."""
+        shared: FsSnapshot | None = None
+        for step in steps:
+            name = step.rstrip("!")
+            before = self.point(name, When.BEFORE, share=shared)
+            shared = None
+            if name == attach_in:
+                self.durable = True
+            if step.endswith("!"):
+                self.event(EventKind.CHECKPOINT_FAILED, name, before=before)
+                continue
+            seq = self.done(name)
+            done = self.lineage().points[seq]
+            if done.fs_snapshot is not None and done.fs_id is not None:
+                shared = FsSnapshot(done.fs_snapshot, done.fs_id)
+
     def run(self, *names: str) -> None:
-        for name in names:
-            self.before(name)
-            self.done(name)
+        self.execution(*names)
 
     def fail(self, name: str) -> int:
-        before = self.before(name)
-        self.event(EventKind.CHECKPOINT_FAILED, name, before=before)
-        return before
+        self.execution(f"{name}!")
+        return self.seq_of(name, When.BEFORE)
 
     def rollback(self, to: int) -> None:
         self.event(EventKind.ROLLED_BACK, to=to)

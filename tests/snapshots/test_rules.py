@@ -2,10 +2,12 @@
 same scenarios on the real engine over a ``dir:`` target.
 
 Filesystem snapshots are named ``.step_<checkpoint>.before`` and ``.step_<checkpoint>.done``.
-In the scenarios carried over from the original engine, which took one snapshot after
-each checkpoint succeeded, "the snapshot of checkpoint X" is ``.step_X.done``: the one
-the checkpoint after X resumes over. Where a test destroys a ``.before`` snapshot it
-says so.
+Within one execution "X completed" and "before Y" are recorded together and share
+``.step_X.done``; only an execution's first checkpoint gets a ``.before`` snapshot of
+its own. So in the scenarios carried over from the original engine, which took one
+snapshot after each checkpoint succeeded, "the snapshot of checkpoint X" is
+``.step_X.done``: the one the checkpoint after X resumes over. Where a test destroys a
+``.before`` snapshot it says so.
 """
 
 from __future__ import annotations
@@ -83,11 +85,7 @@ def _before_attach() -> History:
     # a ran without a target; b attached it while running, so b's before-point is volatile
     # and its completed point durable; c and d ran durable.
     h = History(durable=False)
-    h.run("a")
-    h.before("b")
-    h.durable = True
-    h.done("b")
-    h.run("c", "d")
+    h.execution(*ABCD, attach_in="b")
     return h
 
 
@@ -100,25 +98,21 @@ def _volatile_run() -> History:
 def _failed_then_continued() -> History:
     # stop_on_error=False: b failed, c and d ran after it.
     h = History()
-    h.run("a")
-    h.fail("b")
-    h.run("c", "d")
+    h.execution("a", "b!", "c", "d")
     return h
 
 
 def _failed_and_stopped() -> History:
     h = History()
-    h.run("a")
-    h.fail("b")
+    h.execution("a", "b!")
     return h
 
 
 def _failed_then_retried() -> History:
     # b failed and stopped the run; a plain execute() ran it again from where it stood.
     h = History()
-    h.run("a")
-    h.fail("b")
-    h.run("b", "c", "d")
+    h.execution("a", "b!")
+    h.execution("b", "c", "d")
     return h
 
 
@@ -151,25 +145,26 @@ def _cleaned_up() -> History:
 
 
 def _fs_out_of_order() -> History:
+    # .step_a.done listed after .step_b.done, as if re-taken later under the same id
     h = _all_run()
     by_name = {s.name: s for s in h.fs}
     h.fs = [s for s in h.fs if s.name != ".step_a.done"]
-    h.fs.insert(h.fs.index(by_name[".step_b.before"]) + 1, by_name[".step_a.done"])
+    h.fs.insert(h.fs.index(by_name[".step_b.done"]) + 1, by_name[".step_a.done"])
     return h
 
 
 def _namesake() -> History:
-    # .step_b.before exists, but it is a newer snapshot of that name, not the one recorded.
+    # .step_a.done (before b's snapshot too) exists, but it is a newer snapshot of that
+    # name, not the one recorded.
     h = _all_run()
-    h.fs = [FsSnapshot(s.name, "99999999999999999999") if s.name == ".step_b.before" else s
+    h.fs = [FsSnapshot(s.name, "99999999999999999999") if s.name == ".step_a.done" else s
             for s in h.fs]
     return h
 
 
 def _c_started_under_another_version() -> History:
     h = History()
-    h.run("a", "b")
-    h.fail("c")
+    h.execution("a", "b", "c!")
     h.start_session("s2")
     return h
 
@@ -188,12 +183,11 @@ CASES = {
     "paused before the third: the first three": Case(_paused_before_third, ["a", "b", "c"],
                                                      reasons={"d": "never completed"}),
     "nothing executed: only the first": Case(History, ["a"], reasons={"b": "never completed"}),
-    "last two fs snapshots (.step_d.before/.done) destroyed: all but the last": Case(
-        _restarted(_destroying(".step_d.before", ".step_d.done")), ["a", "b", "c"],
+    # a run of a, b, c, d lists .step_a.before, .step_a.done, ..., .step_d.done: each
+    # "before Y" shares the snapshot of "X completed", so the last two are c's and d's.
+    "last two fs snapshots (.step_c.done, .step_d.done) destroyed: all but the last": Case(
+        _restarted(_destroying(".step_c.done", ".step_d.done")), ["a", "b", "c"],
         reasons={"d": "filesystem snapshot missing"}),
-    "snapshots of the last two checkpoints (.step_c.done, .step_d.done) destroyed: all but "
-    "the last": Case(_destroying(".step_c.done", ".step_d.done"), ["a", "b", "c"],
-                     reasons={"d": "filesystem snapshot missing"}),
     "a middle one (.step_b.done) destroyed: up to and including it": Case(
         _destroying(".step_b.done"), ["a", "b"],
         reasons={"c": "filesystem snapshot missing", "d": "filesystem snapshot missing"}),
@@ -215,10 +209,13 @@ CASES = {
     "volatile points of this session are resumable": Case(_volatile_run, ABCD),
     "a never-started checkpoint needs its predecessor's completed point durable": Case(
         _volatile_paused_before_c, ["a"], reasons={"c": "snapshot only volatile"}),
-    "a checkpoint whose own .before snapshot is gone is not resumable": Case(
-        _destroying(".step_b.before"), ["a"], reasons={"b": "filesystem snapshot missing"}),
-    "filesystem snapshots out of order": Case(_fs_out_of_order, ["a"],
-                                              reasons={"b": "out of order", "c": "out of order"}),
+    "the first's .step_a.before gone: the first resumes as a fresh attempt, and a snapshot "
+    "lost at the start of the lineage ends what else resumes": Case(
+        _destroying(".step_a.before"), ["a"], reasons={"b": "filesystem snapshot missing"}),
+    "b's before-point snapshot (shared with .step_a.done) gone: b is not resumable": Case(
+        _destroying(".step_a.done"), ["a"], reasons={"b": "filesystem snapshot missing"}),
+    "filesystem snapshots out of order": Case(_fs_out_of_order, ["a", "b"],
+                                              reasons={"c": "out of order", "d": "out of order"}),
     "a namesake filesystem snapshot is not the recorded one": Case(
         _namesake, ["a"], reasons={"b": "filesystem snapshot missing"}),
     "log damaged at b's change: nothing from b on": Case(
@@ -312,7 +309,10 @@ def test_a_deliberately_pruned_ancestor_snapshot_does_not_end_resumability():
     h.destroy(".step_a.before", ".step_a.done")
     h.event(EventKind.PRUNED, fs_snapshot_ids=[[s.name, s.id] for s in gone])
     verdicts = explain(h.lineage(), registered(ABCD), session=h.session, fs_snapshots=h.fs)
-    assert [v.name for v in verdicts if v.resumable] == ABCD
+    # b's own before-point snapshot is the pruned .step_a.done: b cannot roll back; the
+    # later ones can, since only their ancestors' snapshots were pruned.
+    assert [v.name for v in verdicts if v.resumable] == ["a", "c", "d"]
+    assert "filesystem snapshot missing" in (verdicts[1].reason or "")
 
 
 # -- the same scenarios on the real engine ------------------------------------------------
