@@ -4,7 +4,8 @@ It prints ``waiting``, then waits for the start file (created by the test once
 every contender is waiting), then tries to open the engine and prints one of:
 
 - ``won <pid>``: it holds the target; it records a short run, then waits for
-  the release file before it closes (``--hold`` never closes: the test kills it);
+  the release file before it closes (``--hold`` prints ``held`` after the run
+  and never closes: the test kills it);
 - ``locked <holder as JSON>``: the target was taken, and by whom.
 
 Waiting for a file is polled: that is the only way for unrelated processes to
@@ -62,6 +63,7 @@ def main(argv: list[str]) -> int:
     register_plan(engine, PLAN)
     engine.execute()
     if args.hold:
+        say("held")
         _wait_for(args.release.with_suffix(".never"))
     _wait_for(args.release)
     engine.close()

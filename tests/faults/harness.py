@@ -241,10 +241,16 @@ class Child:
         return None
 
     def kill(self) -> bool:
-        """SIGKILL the child's process group; True when that is what ended it."""
+        """SIGKILL the child's process group; True when that is what ended it.
+
+        Returns once every process of the group is gone: a ``cp`` the child was
+        forking still holds the child's descriptors, the target lock among them,
+        for a moment after the child itself is reaped.
+        """
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(CHILD_TIMEOUT)
+        _wait_until_group_is_gone(self.proc.pid)
         return self.proc.returncode == -signal.SIGKILL
 
     def finish(self) -> None:
@@ -258,6 +264,27 @@ class Child:
     @property
     def reported(self) -> list[str]:
         return [line.split(" ", 1)[1] for line in self.lines if line.startswith("completed ")]
+
+
+def _wait_until_group_is_gone(pgid: int, timeout: float = 10.0) -> None:
+    """Poll /proc until no live (non-zombie) process is in process group ``pgid``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = False
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                alive = True
+                break
+        if not alive:
+            return
+        time.sleep(0.001)
+    raise RuntimeError(f"process group {pgid} outlived its SIGKILL by {timeout:.0f} s")
 
 
 def kill_at_random(child: Child, rng: random.Random, *, duration: float, jitter_ms: float) -> bool:

@@ -57,7 +57,9 @@ NON_JSON = st.one_of(
     st.integers(201, 400).map(deep), st.integers(2000, 3000).map(deep))
 SCALARS = (st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
            | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
-KEYS = st.text(max_size=6) | st.integers(-3, 3) | st.none() | st.just("\udfff")
+#: keys with control characters are left to the xfail below
+KEYS = (st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=6)
+        | st.integers(-3, 3) | st.none() | st.just("\udfff"))
 VALUES = st.recursive(SCALARS | NON_JSON,
                       lambda inner: st.lists(inner, max_size=3)
                       | st.dictionaries(KEYS, inner, max_size=3),
@@ -178,6 +180,14 @@ def test_a_refused_cache_value_is_a_usage_error_naming_its_path(
     assert is_json(json.loads(json.dumps(value)))  # a tuple is stored as the array it is
     assert isinstance(key, str) or through == "list"
     assert is_json(engine.cache.to_plain())
+
+
+@pytest.mark.xfail(strict=True, reason="the path in a refusal is the raw JSON Pointer, so a key "
+                   "holding a newline splits the message over two lines")
+def test_a_refusal_under_a_key_with_a_newline_is_one_line(engine: InstallEngine) -> None:
+    with pytest.raises(UsageError) as refused:
+        engine.cache["line\nbreak"] = {"x": {1, 2}}
+    assert_one_line(refused.value, UsageError)
 
 
 @pytest.mark.xfail(strict=True, reason="the cache accepts a value 198-200 levels deep, but the log "

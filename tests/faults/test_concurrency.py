@@ -22,7 +22,7 @@ from installengine.eventlog import EventLog
 from installengine.statemachine import InstallEngine, Status, TargetLockedError
 
 from .contender import PLAN
-from .harness import ROOT
+from .harness import ROOT, _wait_until_group_is_gone
 from .steps import register_plan
 
 THREAD_ROUNDS = 40
@@ -134,11 +134,13 @@ def test_a_stale_lock_of_a_killed_process_is_taken_over_and_logged(scratch: Path
     proc = procs[0]
     assert proc.stdout is not None
     assert proc.stdout.readline().startswith("won ")
+    assert proc.stdout.readline().strip() == "held"
     with pytest.raises(TargetLockedError) as refused:
         InstallEngine(spec)
     assert refused.value.holder["pid"] == proc.pid
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(60)
+    _wait_until_group_is_gone(proc.pid)  # a cp it was forking holds the lock a moment longer
     with InstallEngine(spec) as engine:
         takeovers = list(engine.log.query(session=engine.session.id, kind="lock-taken-over"))
         assert len(takeovers) == 1
