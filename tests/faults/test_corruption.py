@@ -301,7 +301,11 @@ def test_flipped_bytes_in_a_closed_log_are_named_and_never_resumed_from(
     for i, offset in enumerate(offsets):
         inst = pristine.copy(scratch / f"copy-{i}")
         flip(inst.log_path, offset, 1 << rng.randrange(8))
-        outcome = _probe(inst, rows_changed=raw_rows(inst.log_path) != pristine_rows)
+        changed = raw_rows(inst.log_path) != pristine_rows
+        if i % 10 == 0:  # the command line too: a named mismatch or a one-line error
+            code, _ = cli_verify(inst.spec)
+            assert code != 0 or not changed
+        outcome = _probe(inst, rows_changed=changed)
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         shutil.rmtree(inst.root)
     print(f"flipped {len(offsets)} bytes: {outcomes}")
