@@ -16,16 +16,18 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import orjson
-from sqlite_utils import Database
 
 from .errors import LogIntegrityError, LogWriteError, SchemaVersionError, UsageError
 from .events import KINDS, Event, VerifyReport
 from .hashing import GENESIS_HASH, canonical_json, check_json, event_hash
-from .schema import SCHEMA_VERSION, migrations
+from .schema import SCHEMA_VERSION
 from .verify import StoredRow, check_chain, check_head
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +115,12 @@ class EventLog:
                     os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o600))
                 conn = sqlite3.connect(p, check_same_thread=False, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            # Imported here, not at module level: sqlite-utils is the largest part of
+            # the import time, and only opening a log needs it.
+            from sqlite_utils import Database
+
+            from .schema import migrations
+
             db = Database(conn)
             cls._check_schema(db, p, readonly=readonly)
             if not readonly:
@@ -121,7 +129,7 @@ class EventLog:
                 # One transaction for the migrations table and every pending migration:
                 # a crash while a log is created must leave an empty file, not half a schema.
                 with db.atomic():
-                    migrations.apply(db)
+                    migrations().apply(db)
                 if durable and not exists:
                     _fsync_dir(p.parent)
             return cls(db, p, readonly=readonly, durable=durable)

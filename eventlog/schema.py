@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+    from sqlite_utils.migrations import Migrations
 
 SCHEMA_VERSION = 1
 
-migrations = Migrations("installengine.eventlog")
+
+def migrations() -> Migrations:
+    """The migration set, in order; built on demand so importing the log stays cheap."""
+    from sqlite_utils.migrations import Migrations
+
+    steps = Migrations("installengine.eventlog")
+    steps(name="migrate_v0_v1")(migrate_v0_v1)
+    return steps
 
 
-@migrations(name="migrate_v0_v1")
 def migrate_v0_v1(db: Database) -> None:
     """Create the events and meta tables and the indexes queries rely on."""
     db["events"].create(  # type: ignore[union-attr]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonpatch
 from installengine.eventlog import UsageError
 
 Patch = list[dict[str, Any]]
@@ -34,6 +33,8 @@ def parse_pointer(ptr: str) -> list[str]:
 
 def diff(a: Any, b: Any) -> Patch:
     """A JSON Patch that turns ``a`` into ``b``."""
+    import jsonpatch  # only here and for rare ops: keeps importing the engine cheap
+
     ops: Patch = jsonpatch.make_patch(a, b).patch
     return ops
 
@@ -54,6 +55,8 @@ def apply(state: Any, patch: Patch) -> Any:
     for op in patch:
         kind = op.get("op")
         if kind not in ("add", "replace", "remove"):
+            import jsonpatch
+
             state = jsonpatch.apply_patch(state, [op], in_place=True)
             continue
         tokens = parse_pointer(op["path"])

@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -29,7 +28,6 @@ from installengine.snapshots import (
     target_from_spec,
 )
 from installengine.snapshots.recorder import SEQ_FIELDS, read_lineage
-from transitions import MachineError
 
 from .errors import EngineStateError, NotResumableError, RegistrationError
 from .handle import ExecutionHandle
@@ -50,10 +48,18 @@ _STATUS_TRIGGER = {Status.SUCCESS: "complete", Status.PAUSED: "pause", Status.FA
 
 
 def engine_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("installengine")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def _machine_error() -> type[Exception]:
+    from transitions import MachineError
+
+    return MachineError
 
 
 class InstallEngine:
@@ -537,7 +543,7 @@ class InstallEngine:
     def _trigger(self, trigger: str, action: str, *, data: dict[str, Any]) -> None:
         try:
             self._lifecycle.trigger(trigger, data=data)
-        except MachineError as err:
+        except _machine_error() as err:
             allowed = allowed_triggers(self.state)
             raise EngineStateError(f"cannot {action} while the engine is {self.state}; allowed "
                                    f"now: {', '.join(allowed) or 'nothing'}", state=self.state,

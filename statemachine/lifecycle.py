@@ -7,9 +7,10 @@ diagram in docs/lifecycle.md are both built from them, so they cannot drift.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transitions.extensions import LockedMachine
+if TYPE_CHECKING:
+    from transitions.extensions import LockedMachine
 
 STATES = ["idle", "running", "paused", "completed", "failed", "canceled"]
 
@@ -36,6 +37,10 @@ class Lifecycle:
 
 def build_machine(model: Lifecycle, on_finalize: Callable[[Any], None]) -> LockedMachine:
     """A thread-safe machine on ``model``; ``on_finalize`` sees every transition, failed ones too."""
+    # Imported when an engine opens: transitions' extensions pull in asyncio, which
+    # would double the import time of the package.
+    from transitions.extensions import LockedMachine
+
     return LockedMachine(model=model, states=STATES, transitions=TRANSITIONS, initial="idle",
                          auto_transitions=False, send_event=True, finalize_event=on_finalize,
                          ignore_invalid_triggers=False)
