@@ -57,6 +57,8 @@ BIG = 10_000_000
 NEUTRAL_CWD = tempfile.gettempdir()
 
 IE_SYSTEMS = ("installengine_state", "installengine_dir")
+#: installengine from another installation (--baseline-python), state: target, for before/after
+BASELINE = "installengine_base"
 #: peers run through bench_peers.py --worker; the first two need only the stdlib
 STDLIB_PEERS = ("fsync_append", "pickle_full")
 PEERS = (*STDLIB_PEERS, "pickle_full_x2", "langgraph_sync", "langgraph_async", "langgraph_memory",
@@ -68,6 +70,7 @@ DEFAULT_SYSTEMS = ("fsync_append", *IE_SYSTEMS, "pickle_full", "langgraph_sync",
 DURABLE_PEERS = ("pickle_full", "langgraph_sync", "langgraph_async", "dbos_sqlite")
 FLOOR = "fsync_append"
 SHORT = {"fsync_append": "fsync floor", "installengine_state": "installengine state:",
+         BASELINE: "baseline state:",
          "installengine_dir": "installengine dir:", "pickle_full": "pickle_full",
          "pickle_full_x2": "pickle_full_x2", "langgraph_sync": "langgraph sync",
          "langgraph_async": "langgraph async", "langgraph_memory": "langgraph memory",
@@ -181,7 +184,7 @@ def bench_checkpoint(ctx, i: int) -> None:
 
 
 def target_spec(kind: str, d: Path) -> str:
-    return f"state:{d / 'state'}" if kind == "installengine_state" else f"dir:{d / 'root'}"
+    return f"dir:{d / 'root'}" if kind == "installengine_dir" else f"state:{d / 'state'}"
 
 
 def ie_register(engine, n: int) -> None:
@@ -418,7 +421,8 @@ class Runner:
         self.peers_python = args.peers_python
 
     def ie(self, system: str, phase: str, d: Path, size: int, *extra: str) -> dict:
-        cmd = [sys.executable, str(HERE), "--worker", system, "--phase", phase, "--dir", str(d),
+        python = self.args.baseline_python if system == BASELINE else sys.executable
+        cmd = [python, str(HERE), "--worker", system, "--phase", phase, "--dir", str(d),
                "--size", str(size), "--n", str(self.args.n), *extra]
         return self._call(cmd, f"{system}/{phase}")
 
@@ -443,13 +447,13 @@ class Runner:
                            f"{p.stderr[-3000:]}")
 
 
-def installed_fingerprint() -> tuple[str, str]:
+def installed_fingerprint(python: str = sys.executable) -> tuple[str, str]:
     """(version, hash of the installed package's .py files): a reinstall mid-run shows up."""
     code = ("import importlib.metadata as m, pathlib, hashlib, installengine.statemachine as s;"
             "root = pathlib.Path(s.__file__).parent.parent; h = hashlib.sha256();"
             "[h.update(p.read_bytes()) for p in sorted(root.rglob('*.py'))];"
             "print(m.version('installengine'), h.hexdigest()[:16])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True,
                          check=False, cwd=NEUTRAL_CWD)
     parts = out.stdout.split()
     return (parts[0], parts[1]) if len(parts) == 2 else ("?", out.stderr.strip()[-200:])
@@ -489,6 +493,9 @@ def env_info(base: Path, runner: Runner) -> dict:
                     pass
     except OSError:
         pass
+    if runner.args.baseline_python:
+        info["baseline"] = " ".join((runner.args.baseline_python,
+                                     *installed_fingerprint(runner.args.baseline_python)))
     if runner.peers_python:
         code = ("import importlib.metadata as m, sys, sqlite3; print(sys.version.split()[0], "
                 "sqlite3.sqlite_version, *[m.version(p) for p in ('langgraph', "
@@ -550,6 +557,8 @@ def orchestrate(args) -> list[dict]:
             dropped.append(s)
     if FLOOR not in systems:
         systems.insert(0, FLOOR)
+    if args.baseline_python and BASELINE not in systems:
+        systems.insert(systems.index(FLOOR) + 1, BASELINE)
     sizes = [parse_size(s) for s in args.sizes.split(",") if s]
     base = Path(tempfile.mkdtemp(prefix="iecompare-", dir=args.base or "/tmp"))
     records: list[dict] = []
@@ -582,7 +591,7 @@ def orchestrate(args) -> list[dict]:
         for system in order:
             d = Path(tempfile.mkdtemp(prefix=f"{system}-", dir=base))
             try:
-                if system in IE_SYSTEMS:
+                if system in (*IE_SYSTEMS, BASELINE):
                     r = runner.ie(system, "run", d, size)
                     r["rep"] = rep
                     emit(r)
@@ -638,7 +647,7 @@ def summarize(records: list[dict]) -> str:
     mems = [r for r in records if r.get("phase") == "memory"]
     cmds = next((r for r in records if r.get("phase") == "commands"), {})
     wall = next((r for r in records if r.get("phase") == "wall"), {})
-    systems = [s for s in dict.fromkeys((FLOOR, *IE_SYSTEMS, *PEERS))
+    systems = [s for s in dict.fromkeys((FLOOR, *IE_SYSTEMS, BASELINE, *PEERS))
                if any(r["system"] == s for r in runs)]
     sizes = sorted({r["size"] for r in runs} | {r["size"] for r in posts if "size" in r})
 
@@ -746,7 +755,8 @@ def summarize(records: list[dict]) -> str:
         lines.append(f"\nwall time of the run: {wall['seconds']:.0f} s")
     if env:
         keys = ("date", "nproc", "memory", "filesystem", "python", "sqlite", "orjson",
-                "installengine", "git_head", "git_modified_files", "installed_code_sha256", "peers")
+                "installengine", "git_head", "git_modified_files", "installed_code_sha256",
+                "baseline", "peers")
         lines.append("ENV " + json.dumps({k: env[k] for k in keys if k in env}))
     return "\n".join(lines)
 
@@ -916,6 +926,9 @@ def main() -> None:
                          "exists); without it only the stdlib peers run")
     ap.add_argument("--peers-script", default=str(DEFAULT_PEERS_SCRIPT),
                     help="the shared peers script (default %(default)s)")
+    ap.add_argument("--baseline-python", metavar="PYTHON",
+                    help="also run installengine (state: target) from the installation of this "
+                         "Python, as 'baseline state:': before/after a change in one run")
     ap.add_argument("--base", help="scratch directory (default: a new one under /tmp); put it "
                                    "on the disk you want to measure")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
