@@ -38,7 +38,7 @@ def check_json(value: Any, path: str = "") -> None:
     while stack:
         item, where, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise UsageError(f"value at {where or '/'} is nested deeper than {MAX_DEPTH} levels")
+            raise UsageError(f"value at {shown(where)} is nested deeper than {MAX_DEPTH} levels")
         if item is None or isinstance(item, bool):
             continue
         if isinstance(item, str):
@@ -47,18 +47,18 @@ def check_json(value: Any, path: str = "") -> None:
         if isinstance(item, int):
             if not _INT_MIN <= item <= _INT_MAX:
                 raise UsageError(
-                    f"value at {where or '/'} is an integer outside 64 bits; store it as a string"
+                    f"value at {shown(where)} is an integer outside 64 bits; store it as a string"
                 )
             continue
         if isinstance(item, float):
             if not math.isfinite(item):
-                raise UsageError(f"value at {where or '/'} is {item}, not JSON; use null or a string")
+                raise UsageError(f"value at {shown(where)} is {item}, not JSON; use null or a string")
             continue
         if isinstance(item, Mapping) and isinstance(item, dict):
             for key, child in item.items():
                 if not isinstance(key, str):
                     raise UsageError(
-                        f"key {key!r} at {where or '/'} is a {type(key).__name__}, not a string"
+                        f"key {key!r} at {shown(where)} is a {type(key).__name__}, not a string"
                     )
                 _check_utf8(key, where, is_key=True)
                 stack.append((child, f"{where}/{_escape(key)}", depth + 1))
@@ -68,7 +68,7 @@ def check_json(value: Any, path: str = "") -> None:
                 stack.append((child, f"{where}/{index}", depth + 1))
             continue
         raise UsageError(
-            f"value at {where or '/'} is a {type(item).__name__}, not JSON; "
+            f"value at {shown(where)} is a {type(item).__name__}, not JSON; "
             "convert it to str, int, float, bool, None, list or dict"
         )
 
@@ -115,11 +115,23 @@ def _check_utf8(text: str, where: str, *, is_key: bool = False) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
-        what = f"key {text!r} at {where or '/'}" if is_key else f"value at {where or '/'}"
+        what = f"key {text!r} at {shown(where)}" if is_key else f"value at {shown(where)}"
         raise UsageError(
             f"{what} holds an unpaired surrogate {text[err.start]!r}, not UTF-8; "
             "decode the bytes it came from properly"
         ) from err
+
+
+def shown(path: str) -> str:
+    """A path as an error message shows it: ``/`` for the root, control characters escaped.
+
+    Keys may hold newlines; a message must stay on one line.
+    """
+    if not path:
+        return "/"
+    if path.isprintable():
+        return path
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in path)
 
 
 def _escape(key: str) -> str:

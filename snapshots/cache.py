@@ -14,6 +14,7 @@ from typing import Any, overload
 
 import orjson
 from installengine.eventlog import UsageError, canonical_json, check_json
+from installengine.eventlog.hashing import shown
 
 from .diff import Patch, pointer
 from .digest import DigestTree
@@ -118,7 +119,7 @@ class DataCache:
             for key in path:
                 node = node[key]
         except (KeyError, IndexError, TypeError):
-            raise UsageError(f"cache path {pointer(path) or '/'} no longer exists") from None
+            raise UsageError(f"cache path {shown(pointer(path))} no longer exists") from None
         return node
 
     def _record(self, op: str, path: Path, raw: bytes | None) -> None:
@@ -133,14 +134,14 @@ class DataCache:
         container = self._resolve(path)
         if isinstance(container, dict):
             if not isinstance(key, str):
-                raise UsageError(f"key {key!r} at {pointer(path) or '/'} is not a string")
+                raise UsageError(f"key {key!r} at {shown(pointer(path))} is not a string")
             # The key is JSON too: one without a UTF-8 form (a lone surrogate) would be
             # stored, then break the digest and every later snapshot point.
             check_json({key: None}, pointer(path))
             op = "add"
         else:
             if not isinstance(key, int) or not -len(container) <= key < len(container):
-                raise UsageError(f"index {key!r} is out of range at {pointer(path) or '/'}")
+                raise UsageError(f"index {key!r} is out of range at {shown(pointer(path))}")
             key = key % len(container)
             op = "replace"
         # Encode after normalising the key, so a refusal names the index as stored (/l/2, not /l/-1).
@@ -197,7 +198,7 @@ class CacheDict(MutableMapping[str, Any]):
     def _node(self) -> dict[str, Any]:
         node = self._cache._resolve(self._path)
         if not isinstance(node, dict):
-            raise UsageError(f"cache path {pointer(self._path) or '/'} is no longer an object")
+            raise UsageError(f"cache path {shown(pointer(self._path))} is no longer an object")
         return node
 
     def __getitem__(self, key: str) -> Any:
@@ -206,7 +207,7 @@ class CacheDict(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         if not isinstance(key, str):
             raise UsageError(f"cache keys are strings; got {type(key).__name__} {key!r} at "
-                             f"{pointer(self._path) or '/'}")
+                             f"{shown(pointer(self._path))}")
         self._cache._set(self._path, key, value)
 
     def __delitem__(self, key: str) -> None:
@@ -279,7 +280,7 @@ class CacheList(MutableSequence[Any]):
     def _node(self) -> list[Any]:
         node = self._cache._resolve(self._path)
         if not isinstance(node, list):
-            raise UsageError(f"cache path {pointer(self._path) or '/'} is no longer an array")
+            raise UsageError(f"cache path {shown(pointer(self._path))} is no longer an array")
         return node
 
     @overload

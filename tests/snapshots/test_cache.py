@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from installengine.eventlog import UsageError
+from installengine.eventlog.hashing import shown
 from installengine.snapshots import CacheDict, CacheList, DataCache, apply, state_digest
 from installengine.snapshots.cache import patch_of
 from installengine.snapshots.diff import pointer
@@ -354,7 +355,7 @@ def test_a_bad_value_anywhere_is_refused_with_its_pointer(start, data):
     cache = DataCache()
     with pytest.raises(UsageError) as err:
         cache.persistent["v"] = value
-    assert f"at {expected} " in str(err.value)
+    assert f"at {shown(expected)} " in str(err.value)
     assert cache.take_changes() == []
     assert cache.to_plain() == {}
 
