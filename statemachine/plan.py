@@ -137,6 +137,12 @@ def register_plan(engine: InstallEngine, plan: Plan) -> None:
 
     :raises RegistrationError: when the engine refuses one (e.g. it is already registered).
     """
+    # Check what the engine would refuse before registering anything, so that a
+    # refused plan leaves neither registrations nor events behind.
+    taken = [c.name for c in plan.checkpoints if c.name in engine.checkpoints]
+    if taken:
+        raise RegistrationError(f"{plan.path}: checkpoint {taken[0]!r} is already registered; "
+                                "names are unique")
     with plan.importable():
         for c in plan.checkpoints:
             engine.register(c.name, c.call, args=c.args, kwargs=c.kwargs, version=c.version,

@@ -322,8 +322,6 @@ def test_known_bad_and_good_plans(plan_dir: Path, text: str) -> None:
     _check_plan_file(path)
 
 
-@pytest.mark.xfail(strict=True, reason="register_plan registers checkpoint by checkpoint: when the "
-                   "engine refuses a later one, the earlier ones stay registered and logged")
 def test_a_refused_plan_registers_nothing(plan_dir: Path) -> None:
     path = plan_dir / "plan.toml"
     path.write_text("[[checkpoint]]\nname = 'a'\ncall = 'tests.faults.steps:put'\nargs = ['a', 1]\n"
