@@ -105,7 +105,7 @@ class SnapshotStore:
             return []
         found = []
         for entry in os.scandir(self.directory):
-            m = _NAME.match(entry.name)
+            m = _NAME.fullmatch(entry.name)
             if m:
                 size = entry.stat(follow_symlinks=False).st_size
                 found.append(SnapshotFile(int(m.group(1)), m.group(2), Path(entry.path), size))

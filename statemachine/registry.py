@@ -20,7 +20,7 @@ from installengine.eventlog import UsageError, canonical_json, check_json, sha25
 from .checkpoint import Checkpoint, FunctionCheckpoint
 from .errors import RegistrationError
 
-NAME_RULE = re.compile(r"^[A-Za-z0-9._-]{1,256}$")
+NAME_RULE = re.compile(r"[A-Za-z0-9._-]{1,256}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +64,7 @@ class Registration:
 
 def check_name(name: object) -> str:
     """:raises RegistrationError: when ``name`` breaks the name rules."""
-    if not isinstance(name, str) or not NAME_RULE.match(name):
+    if not isinstance(name, str) or not NAME_RULE.fullmatch(name):
         raise RegistrationError(
             f"checkpoint name {name!r} is invalid: use 1–256 ASCII letters, digits, '.', '-' "
             "or '_'")

@@ -95,7 +95,7 @@ def check_dataset_name(dataset: str) -> None:
     :raises TargetError: naming the bad name and what a good one looks like.
     """
     parts = dataset.split("/")
-    if not dataset or "@" in dataset or not all(_COMPONENT.match(p) for p in parts):
+    if not dataset or "@" in dataset or not all(_COMPONENT.fullmatch(p) for p in parts):
         raise TargetError(f"{dataset!r} is not a ZFS dataset name; write it as pool/dataset "
                           "(letters, digits and _ . : - separated by /)")
 
@@ -246,7 +246,7 @@ class ZfsTarget(Target):
             self._zfs(["destroy", full])
 
     def _check_snapshot_name(self, name: str) -> None:
-        if not _COMPONENT.match(name):
+        if not _COMPONENT.fullmatch(name):
             raise TargetError(f"{name!r} is not a valid ZFS snapshot name; use letters, digits and _ . : -")
 
     def _ensure_mounted(self, dataset: str, props: Properties) -> None:
