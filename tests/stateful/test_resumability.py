@@ -76,6 +76,7 @@ class Control:
     counter: int = 0
     fail: set[str] = field(default_factory=set)
     cancel_in: str | None = None
+    pause_in: str | None = None
     kill_in: str | None = None
     attach: tuple[str, str] | None = None  # (checkpoint, target spec)
     engine: InstallEngine | None = None
@@ -126,6 +127,9 @@ def step(ctx: Context) -> None:
         ctl.engine.cancel()
         ctx.raise_if_canceled()
         raise CheckpointCanceled("cancel was not seen")
+    if ctx.name == ctl.pause_in:
+        assert ctl.engine is not None
+        ctl.engine.pause()  # the execution stops once this checkpoint has completed
 
 
 def open_engine(target: str | None, names: list[str], versions: dict[str, str],
@@ -214,7 +218,8 @@ class Resumability(RuleBasedStateMachine):
         return state
 
     def execute(self, *, start_from: str | None, pause_before: str | None,
-                fail: str | None, cancel: str | None, stop_on_error: bool) -> None:
+                fail: str | None, stop_on_error: bool,
+                interrupt: tuple[str, str] | None = None) -> None:
         """Execute and check what the first checkpoint saw against what the rules promised."""
         e = self.e
         names = self.names
@@ -242,7 +247,8 @@ class Resumability(RuleBasedStateMachine):
                 if d.point.fs_snapshot is not None and self.attached:
                     expected_files = fs_files(self.target, d.point.fs_snapshot)
         self.ctl.fail = {fail} if fail else set()
-        self.ctl.cancel_in = cancel
+        self.ctl.cancel_in = interrupt[1] if interrupt and interrupt[0] == "cancel" else None
+        self.ctl.pause_in = interrupt[1] if interrupt and interrupt[0] == "pause" else None
         self.ctl.observed.clear()
         e.stop_on_error = stop_on_error
         head = e.log.head[0]
@@ -273,31 +279,38 @@ class Resumability(RuleBasedStateMachine):
         assert new_before
         assert new_before[0].digest == state_digest(seen_cache)
         assert self.materialized(new_before[0], files=False) == seen_cache
-        self.check_outcome(result, begin, pause_before, fail, cancel, stop_on_error)
+        self.check_outcome(result, begin, pause_before, fail, stop_on_error, interrupt)
 
     def check_outcome(self, result: Any, begin: int, pause_before: str | None,
-                      fail: str | None, cancel: str | None, stop_on_error: bool) -> None:
+                      fail: str | None, stop_on_error: bool,
+                      interrupt: tuple[str, str] | None) -> None:
         """The status the plan calls for; after an attempt from the first checkpoint, exactly
         what it reached is resumable (everything it recorded is this session's)."""
         names = self.names
         end = names.index(pause_before) if pause_before else len(names)
+        how, at = interrupt or (None, None)
         stopped_at = first_failure = None
-        canceled = False
+        canceled = paused = False
         for index in range(begin, end):
-            if names[index] == fail:  # the checkpoint raises before it looks at a cancel
+            if names[index] == fail:  # the checkpoint raises before it looks at an interrupt
                 first_failure = index if first_failure is None else first_failure
                 if stop_on_error:
                     stopped_at = index
                     break
-            elif names[index] == cancel:
+            elif names[index] == at and how == "cancel":
                 stopped_at, canceled = index, True
+                break
+            elif names[index] == at and how == "pause":
+                # completed, then stopped before the next one (if there is a next one)
+                stopped_at, paused = min(index + 1, len(names) - 1), index + 1 < end
                 break
         if canceled:
             assert result.status is Status.CANCELED, result
         elif first_failure is not None:
             assert (result.status, result.failed) == (Status.FAILED, [fail]), result
         else:
-            assert result.status is (Status.PAUSED if pause_before else Status.SUCCESS), result
+            expected = Status.PAUSED if pause_before or paused else Status.SUCCESS
+            assert result.status is expected, result
         if begin != 0 or self.e._recorder.first_bad_seq is not None:
             return
         if first_failure is not None:
@@ -324,23 +337,24 @@ class Resumability(RuleBasedStateMachine):
         # Most interesting histories start with a run: often begin with one.
         if data.draw(st.booleans(), label="run first"):
             pause = data.draw(st.none() | st.sampled_from(names[1:] or [None]), label="pause")
-            self.execute(start_from=None, pause_before=pause, fail=None, cancel=None,
-                         stop_on_error=True)
+            self.execute(start_from=None, pause_before=pause, fail=None, stop_on_error=True)
         return multiple(*names)
 
     @rule(pause_before=st.none() | checkpoints, fail=st.none() | checkpoints,
-          cancel=st.none() | checkpoints, stop_on_error=st.booleans())
-    def run(self, pause_before: str | None, fail: str | None, cancel: str | None,
-            stop_on_error: bool) -> None:
-        self.execute(start_from=None, pause_before=pause_before, fail=fail, cancel=cancel,
-                     stop_on_error=stop_on_error)
+          interrupt=st.none() | st.tuples(st.sampled_from(["cancel", "pause"]), checkpoints),
+          stop_on_error=st.booleans())
+    def run(self, pause_before: str | None, fail: str | None,
+            interrupt: tuple[str, str] | None, stop_on_error: bool) -> None:
+        """A plain execute(); ``interrupt`` cancels or pauses from inside a checkpoint."""
+        self.execute(start_from=None, pause_before=pause_before, fail=fail,
+                     stop_on_error=stop_on_error, interrupt=interrupt)
 
     @rule(data=st.data(), name=checkpoints, pause_before=st.none() | checkpoints,
           fail=st.none() | checkpoints)
     def resume_from_any(self, data: st.DataObject, name: str, pause_before: str | None,
                         fail: str | None) -> None:
         """From any name: the rules must accept exactly the resumable ones."""
-        self.execute(start_from=name, pause_before=pause_before, fail=fail, cancel=None,
+        self.execute(start_from=name, pause_before=pause_before, fail=fail,
                      stop_on_error=data.draw(st.booleans(), label="stop_on_error"))
 
     @precondition(lambda self: self.engine is not None)
@@ -352,19 +366,19 @@ class Resumability(RuleBasedStateMachine):
         pause_before = data.draw(st.none() | st.sampled_from(later) if later else st.none(),
                                  label="pause_before")
         fail = data.draw(st.none() | st.sampled_from(self.names), label="fail")
-        self.execute(start_from=name, pause_before=pause_before, fail=fail, cancel=None,
+        self.execute(start_from=name, pause_before=pause_before, fail=fail,
                      stop_on_error=data.draw(st.booleans(), label="stop_on_error"))
 
     @rule()
     def run_to_the_end(self) -> None:
-        self.execute(start_from=None, pause_before=None, fail=None, cancel=None,
+        self.execute(start_from=None, pause_before=None, fail=None,
                      stop_on_error=True)
 
     @precondition(lambda self: self.engine is not None)
     @rule(data=st.data())
     def resume_to_the_end(self, data: st.DataObject) -> None:
         name = data.draw(st.sampled_from(self.e.resumable()), label="start_from")
-        self.execute(start_from=name, pause_before=None, fail=None, cancel=None,
+        self.execute(start_from=name, pause_before=None, fail=None,
                      stop_on_error=True)
 
     @rule(key=st.sampled_from(["app", "trail", "a", "blob"]),
