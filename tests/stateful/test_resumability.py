@@ -357,27 +357,31 @@ class Resumability(RuleBasedStateMachine):
         self.execute(start_from=name, pause_before=pause_before, fail=fail,
                      stop_on_error=data.draw(st.booleans(), label="stop_on_error"))
 
-    @precondition(lambda self: self.engine is not None)
-    @rule(data=st.data())
-    def resume(self, data: st.DataObject) -> None:
+    # Draws never depend on the engine's state (a pick is reduced modulo what is there), so
+    # replaying an example draws the same values even where the state could differ.
+
+    @rule(pick=st.integers(0, 7), pause_pick=st.none() | st.integers(0, 3),
+          fail=st.none() | checkpoints, stop_on_error=st.booleans())
+    def resume(self, pick: int, pause_pick: int | None, fail: str | None,
+               stop_on_error: bool) -> None:
         """From a name resumable() offers, as an operator would."""
-        name = data.draw(st.sampled_from(self.e.resumable()), label="start_from")
+        resumable = self.e.resumable()
+        name = resumable[pick % len(resumable)]
         later = self.names[self.names.index(name) + 1:]
-        pause_before = data.draw(st.none() | st.sampled_from(later) if later else st.none(),
-                                 label="pause_before")
-        fail = data.draw(st.none() | st.sampled_from(self.names), label="fail")
+        pause_before = later[pause_pick % len(later)] if later and pause_pick is not None \
+            else None
         self.execute(start_from=name, pause_before=pause_before, fail=fail,
-                     stop_on_error=data.draw(st.booleans(), label="stop_on_error"))
+                     stop_on_error=stop_on_error)
 
     @rule()
     def run_to_the_end(self) -> None:
         self.execute(start_from=None, pause_before=None, fail=None,
                      stop_on_error=True)
 
-    @precondition(lambda self: self.engine is not None)
-    @rule(data=st.data())
-    def resume_to_the_end(self, data: st.DataObject) -> None:
-        name = data.draw(st.sampled_from(self.e.resumable()), label="start_from")
+    @rule(pick=st.integers(0, 7))
+    def resume_to_the_end(self, pick: int) -> None:
+        resumable = self.e.resumable()
+        name = resumable[pick % len(resumable)]
         self.execute(start_from=name, pause_before=None, fail=None,
                      stop_on_error=True)
 
@@ -397,13 +401,13 @@ class Resumability(RuleBasedStateMachine):
         self.reopen()
 
     @precondition(lambda self: self.engine is not None and self.attached)
-    @rule(data=st.data())
-    def child_killed_mid_checkpoint(self, data: st.DataObject) -> None:
+    @rule(pick=st.integers(0, 3))
+    def child_killed_mid_checkpoint(self, pick: int) -> None:
         """A child engine resumes like ``run --resume`` and is SIGKILLed inside a checkpoint."""
         resumable = self.e.resumable()
         start_from = resumable[-1] if resumable else None
         later = self.names[self.names.index(start_from):] if start_from else self.names
-        kill_in = data.draw(st.sampled_from(later), label="kill_in")
+        kill_in = later[pick % len(later)]
         if CHILD_CRASHES["left"] <= 0:
             # Children cost a second each: past the budget, crash in-process instead
             # (decided here, not in a precondition, so that generation stays deterministic).
