@@ -96,6 +96,16 @@ class SnapshotStore:
         finally:
             os.close(fd)
 
+    def remove_strays(self) -> list[str]:
+        """Remove temp files of writes a killed engine never finished; call only under the lock."""
+        if not self.directory.is_dir():
+            return []
+        strays = [e.name for e in os.scandir(self.directory)
+                  if e.name.startswith(".tmp-") and e.is_file(follow_symlinks=False)]
+        for name in strays:
+            (self.directory / name).unlink(missing_ok=True)
+        return strays
+
     def has(self, seq: int, digest: str) -> bool:
         return self.path_for(seq, digest).is_file()
 

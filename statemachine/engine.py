@@ -142,7 +142,13 @@ class InstallEngine:
             lock.close()
             raise
         self._lock = lock
-        return log, SnapshotStore(target.state_dir / SNAPSHOT_DIR, durable=True)
+        store = SnapshotStore(target.state_dir / SNAPSHOT_DIR, durable=True)
+        if lock.taken_over_from is not None:
+            # The previous holder died: whatever it was half-way through writing is
+            # no snapshot (it was never renamed into place), only clutter.
+            for stray in store.remove_strays() + target.remove_strays():
+                logger.info("removed %s, left by an engine that did not end cleanly", stray)
+        return log, store
 
     def _note_lock_takeover(self) -> None:
         if self._lock is not None and self._lock.taken_over_from is not None:

@@ -86,6 +86,10 @@ class Target(ABC):
         """
         return None
 
+    def remove_strays(self) -> list[str]:
+        """Remove half-written snapshots a killed engine left behind; call only under the lock."""
+        return []
+
     def describe(self) -> dict[str, Any]:
         """What the log records about this target when it is attached."""
         return {"spec": self.spec, "root": str(self.root), "state_dir": str(self.state_dir),

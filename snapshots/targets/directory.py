@@ -84,6 +84,14 @@ class DirectoryTarget(Target):
             raise
         return FsSnapshot(name, snap_id)
 
+    def remove_strays(self) -> list[str]:
+        if not self._fs_dir.is_dir():
+            return []
+        strays = [e for e in os.listdir(self._fs_dir) if e.startswith(".tmp-")]
+        for entry in strays:
+            shutil.rmtree(self._fs_dir / entry, ignore_errors=True)
+        return strays
+
     def list_snapshots(self) -> list[FsSnapshot]:
         if not self._fs_dir.is_dir():
             return []
