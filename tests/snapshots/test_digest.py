@@ -116,23 +116,18 @@ def test_a_container_turning_scalar_only_is_repacked():
     assert cache.digest() == state_digest({"a": {"d": 2, "e": [3]}})
 
 
-def test_an_edit_costs_the_change_not_the_cache():
-    # A 1 MB cache: an edit deep inside rehashes one path, not every leaf.
-    big = {f"k{i}": {"v": list(range(64)), "s": "x" * 100} for i in range(4000)}
+def test_an_edit_rebuilds_the_changed_path_only():
+    # A 1 MB cache: an edit deep inside replaces the entries on its path and reuses every
+    # other subtree as it was, so its cost is the change's, not the cache's.
+    big = {f"k{i}": {"v": list(range(64)), "s": "x" * 100, "n": {"deep": [1, {"x": i}]}}
+           for i in range(4000)}
     cache = DataCache(big)
-    calls = 0
-    real = hashlib.sha256
-
-    def counting(data: bytes = b"") -> object:
-        nonlocal calls
-        calls += 1
-        return real(data)
-
-    digest_module.hashlib.sha256 = counting  # type: ignore[assignment]
-    try:
-        cache.persistent["k17"]["v"].append(1)
-        cache.digest()
-    finally:
-        digest_module.hashlib.sha256 = real
-    assert calls < 50
+    root = cache._tree._root
+    before = dict(root.children)
+    nested_before = dict(before["k17"].children)
+    cache.persistent["k17"]["n"]["deep"].append(2)
     assert cache.digest() == state_digest(cache.to_plain())
+    after = root.children
+    assert all(after[k] is before[k] for k in before if k != "k17")
+    assert after["k17"] is before["k17"]  # the node is updated in place, not rebuilt
+    assert all(after["k17"].children[k] is nested_before[k] for k in ("v", "s"))
