@@ -1,4 +1,5 @@
-"""Suite-wide test setup: the zfs/btrfs markers, their fixtures, and the hypothesis profiles.
+"""Suite-wide test setup: the zfs/btrfs markers, their fixtures, the hypothesis profiles,
+a private temporary root for every test's volatile areas, and always-closed engines.
 
 A test marked ``zfs`` or ``btrfs`` needs what ``scripts/sandbox up`` provides.
 Without it the test is skipped, naming what is missing; under ``CI=true`` it
@@ -11,11 +12,13 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
+from installengine.statemachine import InstallEngine
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -109,3 +112,27 @@ def btrfs_subvolume() -> Iterator[Path]:
         # BtrfsTarget keeps its snapshots beside the subvolume, in .<name>.snapshots.
         for leftover in (path, base / f".{path.name}.snapshots"):
             _delete_subvolumes(leftover)
+
+
+@pytest.fixture(autouse=True)
+def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Volatile areas of every test (and of its child processes) stay under its tmp_path."""
+    root = tmp_path / "volatile-root"
+    root.mkdir()
+    monkeypatch.setenv("INSTALLENGINE_TMPDIR", str(root))
+    return root
+
+
+@pytest.fixture
+def open_engine() -> Iterator[Callable[..., InstallEngine]]:
+    """A factory of engines; each is closed after the test even when it fails."""
+    opened: list[InstallEngine] = []
+
+    def make(*args: Any, **kwargs: Any) -> InstallEngine:
+        engine = InstallEngine(*args, **kwargs)
+        opened.append(engine)
+        return engine
+
+    yield make
+    for engine in reversed(opened):
+        engine.close()

@@ -37,14 +37,6 @@ STEP = "tests.statemachine.steps:"
 NOBODY = 65534
 
 
-@pytest.fixture(autouse=True)
-def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "volatile-root"
-    root.mkdir()
-    monkeypatch.setenv("INSTALLENGINE_TMPDIR", str(root))
-    return root
-
-
 @pytest.fixture
 def any_umask() -> Iterator[None]:
     """Run with umask 0, so modes come from the engine and not from the caller's umask."""

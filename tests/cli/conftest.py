@@ -15,21 +15,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from installengine.statemachine import InstallEngine
 from installengine.statemachine.cli import cli
 
 STEPS = Path(__file__).with_name("steps.py")
 #: the console script of the environment the tests run in
 INSTALLENGINE = str(Path(sys.executable).with_name("installengine"))
-
-
-@pytest.fixture(autouse=True)
-def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Volatile areas of the test (and of its child processes) stay under tmp_path."""
-    root = tmp_path / "volatile-root"
-    root.mkdir()
-    monkeypatch.setenv("INSTALLENGINE_TMPDIR", str(root))
-    return root
 
 
 def toml_value(value: Any) -> str:
@@ -88,21 +78,6 @@ class Workspace:
              "args": [str(self.started), str(self.release)], "description": "wait for release"},
             {"name": "last", "call": "cli_steps:record", "args": ["last"]},
         ], engine={"target": self.spec, **engine})
-
-
-@pytest.fixture
-def open_engine() -> Iterator[Callable[..., InstallEngine]]:
-    """Engines the test opens itself (to hold a target, say); closed after the test."""
-    opened: list[InstallEngine] = []
-
-    def make(*args: Any, **kwargs: Any) -> InstallEngine:
-        engine = InstallEngine(*args, **kwargs)
-        opened.append(engine)
-        return engine
-
-    yield make
-    for engine in reversed(opened):
-        engine.close()
 
 
 @pytest.fixture

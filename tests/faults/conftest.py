@@ -1,27 +1,16 @@
-"""Fixtures of the fault tests: private temp roots, a fast scratch directory, always-closed engines."""
+"""Fixtures of the fault tests: a fast scratch directory and the uninterrupted crash reference."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from installengine.statemachine import InstallEngine
 
 from .harness import Reference, build_reference
-
-
-@pytest.fixture(autouse=True)
-def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every engine of a test keeps its volatile area under the test's own tmp_path."""
-    root = tmp_path / "volatile-root"
-    root.mkdir()
-    monkeypatch.setenv("INSTALLENGINE_TMPDIR", str(root))
-    return root
 
 
 @pytest.fixture
@@ -42,21 +31,6 @@ def scratch(tmp_path: Path) -> Iterator[Path]:
         yield where
     finally:
         shutil.rmtree(where, ignore_errors=True)
-
-
-@pytest.fixture
-def open_engine() -> Iterator[Callable[..., InstallEngine]]:
-    """A factory of engines; each is closed after the test even when it fails."""
-    opened: list[InstallEngine] = []
-
-    def make(*args: Any, **kwargs: Any) -> InstallEngine:
-        engine = InstallEngine(*args, **kwargs)
-        opened.append(engine)
-        return engine
-
-    yield make
-    for engine in reversed(opened):
-        engine.close()
 
 
 @pytest.fixture(scope="session")
