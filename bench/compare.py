@@ -15,6 +15,10 @@ from their code, unchanged), interleaved with installengine's runs and the
 fsync floor: for every (repetition, size) the order of the systems rotates,
 so machine noise falls on all of them alike.
 
+installengine itself never pickles. The ``pickle_full`` rows are the original
+engine's approach, run by the shared peers script in its own subprocess on
+files it wrote itself; this script only reads that subprocess's JSON lines.
+
 Usage::
 
     python bench/compare.py                       # the full run (about 10 minutes)
