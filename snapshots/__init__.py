@@ -5,7 +5,7 @@ from .diff import Patch, apply, diff
 from .digest import DigestTree, state_digest
 from .errors import SnapshotUnavailableError, TargetError, TargetLockedError
 from .lineage import Lineage, fold
-from .materialize import materialize
+from .materialize import FileCheck, check_files, materialize
 from .points import SnapshotPoint, When, fs_snapshot_name
 from .recorder import Recorder, read_lineage
 from .rules import Decision, Registered, Verdict, decide, explain
@@ -30,6 +30,7 @@ __all__ = [
     "Decision",
     "DigestTree",
     "DirectoryTarget",
+    "FileCheck",
     "FsSnapshot",
     "Lineage",
     "Patch",
@@ -47,6 +48,7 @@ __all__ = [
     "When",
     "ZfsTarget",
     "apply",
+    "check_files",
     "create_area",
     "decide",
     "diff",

@@ -16,14 +16,12 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
-import orjson
 from installengine.eventlog import Event, EventKind, EventLog
 
 from .cache import DataCache, PendingChange
-from .digest import state_digest
-from .errors import SnapshotUnavailableError, TargetError
+from .errors import TargetError
 from .lineage import LINEAGE_KINDS, Lineage
-from .materialize import materialize
+from .materialize import check_files, materialize
 from .points import SnapshotPoint, When, fs_snapshot_name
 from .rules import Decision, Registered, decide
 from .store import SnapshotStore
@@ -239,20 +237,5 @@ class Recorder:
 
     def verify_files(self) -> Iterator[tuple[str, bool, bool]]:
         """(file, ok, rebuildable) for every snapshot file of this log."""
-        for f in self.store.files():
-            point = self.lineage.points.get(f.seq)
-            raw = self.store.read(f.seq, f.digest)
-            ok = False
-            if raw is not None and point is not None and point.digest == f.digest:
-                try:
-                    ok = state_digest(orjson.loads(raw)) == f.digest
-                except orjson.JSONDecodeError:
-                    ok = False
-            rebuildable = False
-            if not ok and point is not None:
-                try:
-                    materialize(self.log, self.lineage, f.seq, None)
-                    rebuildable = True
-                except SnapshotUnavailableError:
-                    rebuildable = False
-            yield str(f.path), ok, rebuildable
+        for check in check_files(self.log, self.lineage, self.store):
+            yield check.file, check.ok, bool(check.rebuildable)

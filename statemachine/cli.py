@@ -38,11 +38,10 @@ from installengine.snapshots import (
     SnapshotStore,
     SnapshotUnavailableError,
     Target,
+    check_files,
     explain,
     gc,
-    materialize,
     read_lineage,
-    state_digest,
     target_from_spec,
 )
 from installengine.snapshots.retention import PrunePlan, apply_prune, plan_prune
@@ -691,33 +690,14 @@ def verify(target_spec: str | None, log_file: Path | None, as_json: bool) -> Non
 def _check_snapshot_files(log: EventLog, store: SnapshotStore) -> list[dict[str, Any]]:
     """{file, ok, rebuildable} for every snapshot file; ``rebuildable`` is None for good files.
 
-    Like Recorder.verify_files, but from a read-only log and a store alone.
+    The same check as Recorder.verify_files, from a read-only log and a store alone.
     """
     try:
         lineage = read_lineage(log)
     except LogIntegrityError:
         lineage = Lineage()  # the log is damaged: no file can be matched to its point
-    found = []
-    for f in store.files():
-        point = lineage.points.get(f.seq)
-        raw = store.read(f.seq, f.digest)
-        ok = False
-        if raw is not None and point is not None and point.digest == f.digest:
-            try:
-                ok = state_digest(orjson.loads(raw)) == f.digest
-            except orjson.JSONDecodeError:
-                ok = False
-        rebuildable: bool | None = None
-        if not ok:
-            rebuildable = False
-            if point is not None:
-                try:
-                    materialize(log, lineage, f.seq, None)
-                    rebuildable = True
-                except (SnapshotUnavailableError, LogIntegrityError):
-                    rebuildable = False
-        found.append({"file": str(f.path), "ok": ok, "rebuildable": rebuildable})
-    return found
+    return [{"file": c.file, "ok": c.ok, "rebuildable": c.rebuildable}
+            for c in check_files(log, lineage, store)]
 
 
 def _print_verify(path: Path, report: VerifyReport, files: list[dict[str, Any]]) -> None:
