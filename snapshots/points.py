@@ -57,3 +57,11 @@ class SnapshotPoint:
 def fs_snapshot_name(checkpoint: str, when: When) -> str:
     """The filesystem snapshot name for a point: ``.step_<checkpoint>.<before|done>``."""
     return f".step_{checkpoint}.{'before' if when is When.BEFORE else 'done'}"
+
+
+def fs_snapshot_owner(name: str) -> str | None:
+    """The checkpoint a ``.step_<checkpoint>.<before|done>`` name belongs to, else None."""
+    stem, dot, when = name.removeprefix(".step_").rpartition(".")
+    if not name.startswith(".step_") or not dot or when not in ("before", "done"):
+        return None
+    return stem

@@ -27,6 +27,7 @@ from installengine.snapshots import (
     remove_area,
     target_from_spec,
 )
+from installengine.snapshots.points import fs_snapshot_owner
 from installengine.snapshots.recorder import SEQ_FIELDS, read_lineage
 
 from .errors import EngineStateError, NotResumableError, RegistrationError
@@ -480,8 +481,7 @@ class InstallEngine:
         destroyed = []
         if self._target is not None and self._target.takes_fs_snapshots:
             for snap in self._target.list_snapshots():
-                owner = snap.name.removeprefix(".step_").rsplit(".", 1)[0]
-                if owner in names:
+                if fs_snapshot_owner(snap.name) in names:
                     self._target.destroy_snapshot(snap.name)
                     destroyed.append(snap.name)
         rec.append(EventKind.CLEANUP, data={"removed_files": files,

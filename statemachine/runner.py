@@ -54,7 +54,6 @@ def run_attempt(plan: Plan, *, recorder: Recorder, cache: DataCache, signals: Si
     """Run ``plan`` to its end, a failure, a pause or a cancel, and say how it ended."""
     failed: list[str] = []
     errors: dict[str, ErrorInfo] = {}
-    progress = ProgressTracker([r.name for r in plan.run], [1.0] * len(plan.run), listeners)
     instances: list[Checkpoint] = []
     for reg in plan.run:
         try:
