@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -80,13 +81,25 @@ def zfs_dataset() -> Iterator[str]:
         _destroy_dataset(name)
 
 
-def _destroy_dataset(name: str) -> None:
-    """``zfs destroy -r``, after unmounting deepest first: zfs-fuse calls mounted datasets busy."""
-    listed = subprocess.run(["zfs", "list", "-H", "-o", "name", "-t", "filesystem", "-r", name],
-                            capture_output=True, text=True, check=True)
-    for dataset in sorted(listed.stdout.split(), reverse=True):
-        subprocess.run(["zfs", "unmount", dataset], capture_output=True, check=False)
-    _sh("zfs", "destroy", "-r", name)
+def _destroy_dataset(name: str, attempts: int = 20) -> None:
+    """``zfs destroy -r``, after unmounting deepest first: zfs-fuse calls mounted datasets busy.
+
+    zfs-fuse also calls a dataset busy for a moment after the last command
+    that touched it returned, so a refused destroy is retried for a few seconds
+    before the teardown fails with what zfs said.
+    """
+    failed = ""
+    for _ in range(attempts):
+        listed = subprocess.run(["zfs", "list", "-H", "-o", "name", "-t", "filesystem", "-r", name],
+                                capture_output=True, text=True, check=True)
+        for dataset in sorted(listed.stdout.split(), reverse=True):
+            subprocess.run(["zfs", "unmount", dataset], capture_output=True, check=False)
+        done = subprocess.run(["zfs", "destroy", "-r", name], capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            return
+        failed = done.stderr.strip()
+        time.sleep(0.25)
+    raise RuntimeError(f"zfs destroy -r {name} failed {attempts} times: {failed}")
 
 
 def _delete_subvolumes(path: Path) -> None:
