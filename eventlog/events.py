@@ -20,6 +20,7 @@ class EventKind(StrEnum):
     CHECKPOINT_FAILED = "checkpoint-failed"
     CHECKPOINT_CANCELED = "checkpoint-canceled"
     SNAPSHOT_TAKEN = "snapshot-taken"
+    SNAPSHOT_STORED = "snapshot-stored"
     PAUSED = "paused"
     CANCELED = "canceled"
     ROLLED_BACK = "rolled-back"

@@ -105,6 +105,10 @@ class DataCache:
     def pending_size(self) -> int:
         return sum(c.size for c in self._pending)
 
+    def digest_sums(self) -> list[list[Any]] | None:
+        """The digest tree's sums, recorded with a snapshot file so loading it need not rebuild the tree."""
+        return self._tree.sums()
+
     def restore(self, state: dict[str, Any], tree: DigestTree | None = None) -> None:
         """Replace the persistent root (a rollback); pending changes are discarded."""
         self._data = state
@@ -146,6 +150,7 @@ class DataCache:
             op = "replace"
         # Encode after normalising the key, so a refusal names the index as stored (/l/2, not /l/-1).
         raw = _encode(value, pointer((*path, key)))
+        self._tree.before_change(self._data, path, key)
         container[key] = orjson.loads(raw)
         self._record(op, (*path, key), raw)
         self._tree.changed(self._data, path, key)
@@ -156,10 +161,14 @@ class DataCache:
             if not isinstance(key, int) or not -len(container) <= key < len(container):
                 raise IndexError(key)
             key = key % len(container)
+            self._tree.before_shift(self._data, path, key)
             del container[key]
             self._record("remove", (*path, key), None)
             self._tree.shifted(self._data, path, key)
         else:
+            if key not in container:
+                raise KeyError(key)
+            self._tree.before_change(self._data, path, key)
             del container[key]
             self._record("remove", (*path, key), None)
             self._tree.changed(self._data, path, key)
@@ -168,6 +177,7 @@ class DataCache:
         container = self._resolve(path)
         index = max(0, min(len(container), index if index >= 0 else len(container) + index))
         raw = _encode(value, pointer((*path, index)))
+        self._tree.before_shift(self._data, path, index)
         container.insert(index, orjson.loads(raw))
         self._record("add", (*path, index), raw)
         self._tree.shifted(self._data, path, index)

@@ -13,6 +13,13 @@ Adding a term per entry means changing one child costs one subtraction and one
 addition at each level above it. The digest is a function of the value alone:
 :func:`state_digest` computed from scratch equals what :class:`DigestTree`
 arrives at through any sequence of edits.
+
+Building the tree of a 10 MB value hashes every entry, which costs several
+times parsing it. A snapshot file therefore records, in the log, the *sums* of
+the tree's big nodes (:meth:`DigestTree.sums`); :meth:`DigestTree.from_sums`
+turns them back into a *partial* tree that knows those nodes' sums but none of
+their small children, and learns a child's digest from the value only when
+an edit is about to replace it (:meth:`DigestTree.before_change`).
 """
 
 from __future__ import annotations
@@ -23,6 +30,10 @@ from typing import Any
 import orjson
 
 PACK_LIMIT = 256
+#: a node goes into :meth:`DigestTree.sums` when its subtree holds more entries than this
+SUMS_MIN_WEIGHT = 256
+#: more recorded nodes than this, and a snapshot file records no sums (its tree is rebuilt)
+SUMS_MAX_NODES = 4096
 _MOD = 2**256
 _MISSING: Any = object()
 
@@ -43,20 +54,33 @@ def _is_packable(value: dict[str, Any] | list[Any]) -> bool:
 
 
 class _Node:
-    __slots__ = ("_digest", "acc", "children", "containers", "is_dict")
+    """A container's entry in the tree.
+
+    A *partial* node (from :meth:`DigestTree.from_sums`) knows its sum and size
+    but only some children: a dict keeps the known ones, a list holds None for
+    the others. Its unknown children are small subtrees, never recorded nodes.
+    """
+
+    __slots__ = ("_digest", "acc", "children", "containers", "count", "is_dict", "partial")
 
     def __init__(self, is_dict: bool) -> None:
         self.is_dict = is_dict
         self.children: Any = {} if is_dict else []
         self.acc = 0
         self.containers = 0
+        self.partial = False
+        #: the number of entries of a partial dict, whose ``children`` holds only the known ones
+        self.count = 0
         self._digest: bytes | None = None
+
+    def size(self) -> int:
+        return self.count if self.partial and self.is_dict else len(self.children)
 
     def digest(self) -> bytes:
         if self._digest is None:
             tag = b"D" if self.is_dict else b"A"
             self._digest = hashlib.sha256(
-                tag + len(self.children).to_bytes(8, "big") + self.acc.to_bytes(32, "big")).digest()
+                tag + self.size().to_bytes(8, "big") + self.acc.to_bytes(32, "big")).digest()
         return self._digest
 
     def term(self, key: str | int, child_digest: bytes) -> int:
@@ -109,10 +133,93 @@ class DigestTree:
     """
 
     def __init__(self, value: Any) -> None:
-        self._root = _build(value, root=True)
+        self._root: Child = _build(value, root=True)
+        self._partial = False
+
+    @classmethod
+    def from_sums(cls, value: Any, sums: Any) -> DigestTree:
+        """The tree of ``value`` from the :meth:`sums` recorded with it, hashing nothing.
+
+        The sums are trusted: use this only for a value whose bytes the log
+        vouches for (a snapshot file whose SHA-256 it recorded with them).
+
+        :raises ValueError: when ``sums`` is malformed or does not fit the shape of ``value``.
+        """
+        if not isinstance(sums, list) or not sums:
+            raise ValueError("no sums")
+        entries = sorted((_parse_sum(s) for s in sums), key=lambda e: len(e[0]))
+        nodes: dict[tuple[str | int, ...], _Node] = {}
+        for path, is_dict, size, containers, acc in entries:
+            data = value
+            for k in path:
+                data = _member(data, k)
+            if not isinstance(data, dict if is_dict else list) or len(data) != size:
+                raise ValueError(f"the sums do not fit the value at {list(path)}")
+            node = _Node(is_dict)
+            node.partial, node.count, node.containers, node.acc = True, size, containers, acc
+            if not is_dict:
+                node.children = [None] * size
+            if path:
+                parent = nodes.get(path[:-1])
+                if parent is None or path in nodes:
+                    raise ValueError(f"the sums have no parent for {list(path)}, or it twice")
+                parent.children[path[-1]] = node
+            elif nodes:
+                raise ValueError("the sums hold the root twice")
+            nodes[path] = node
+        if () not in nodes:
+            raise ValueError("the sums hold no root")
+        tree = cls.__new__(cls)
+        tree._root, tree._partial = nodes[()], True
+        return tree
+
+    def sums(self) -> list[list[Any]] | None:
+        """The sums of the nodes with big subtrees, as JSON, for :meth:`from_sums`.
+
+        None when there are more than ``SUMS_MAX_NODES`` of them: a value of
+        many mid-sized containers is cheaper to rebuild than to describe.
+        """
+        out: list[list[Any]] = []
+        assert isinstance(self._root, _Node)
+        _collect(self._root, [], out)
+        return out if len(out) <= SUMS_MAX_NODES else None
 
     def hexdigest(self) -> str:
         return _digest_of(self._root).hex()
+
+    def reset(self, value: Any) -> None:
+        """Forget everything and build the tree of ``value`` (the whole value was replaced)."""
+        self._root, self._partial = _build(value, root=True), False
+
+    def before_change(self, value: Any, parent: tuple[str | int, ...], key: str | int) -> None:
+        """Call before entry ``key`` at ``parent`` is set or removed, with ``value`` not yet edited.
+
+        A partial tree learns the digests on the path it has not seen yet; a full
+        tree knows them already, and this costs nothing.
+        """
+        if self._partial:
+            self._learn(value, (*parent, key), tail=None)
+
+    def before_shift(self, value: Any, parent: tuple[str | int, ...], index: int) -> None:
+        """Call before an item is inserted into or removed from the list at ``parent``."""
+        if self._partial:
+            self._learn(value, parent, tail=index)
+
+    def _learn(self, value: Any, path: tuple[str | int, ...], tail: int | None) -> None:
+        node: Child | None = self._root
+        data = value
+        for k in path:
+            if not isinstance(node, _Node):
+                return
+            if node.partial:
+                _know(node, data, k)
+            if not isinstance(data, (dict, list)):
+                return
+            node, data = _child(node, k), _lookup(data, k)
+        if tail is not None and isinstance(node, _Node) and node.partial and not node.is_dict:
+            for i in range(tail, len(node.children)):
+                if node.children[i] is None:
+                    node.children[i] = _build(data[i])
 
     def changed(self, value: Any, parent: tuple[str | int, ...], key: str | int) -> None:
         """Entry ``key`` of the container at ``parent`` in ``value`` was set or removed."""
@@ -174,6 +281,9 @@ class DigestTree:
         if old is not None:
             node.acc -= node.term(key, _digest_of(old))
             node.containers -= _is_container(old)
+        if node.partial and node.is_dict:
+            # A partial node has learned the old entry if there was one (before_change).
+            node.count += (new_value is not _MISSING) - (old is not None)
         if new_value is _MISSING:
             if node.is_dict:
                 node.children.pop(key, None)
@@ -199,7 +309,7 @@ class DigestTree:
             parent, key, old_digest = chain[depth]
             child = _child(parent, key)
             assert isinstance(child, _Node)
-            if child.containers == 0 and len(child.children) <= PACK_LIMIT:
+            if child.containers == 0 and child.size() <= PACK_LIMIT:
                 sub = _lookup_path(value, path[: depth + 1])
                 new_child: Child = _PackedLeaf(_leaf(sub))
                 parent.children[key] = new_child
@@ -210,12 +320,57 @@ class DigestTree:
             parent._digest = None
 
 
+def _know(node: _Node, data: Any, key: str | int) -> None:
+    """Give a partial node its child at ``key``, built from ``data``, if it lacks it."""
+    if node.is_dict:
+        if key not in node.children and key in data:
+            node.children[key] = _build(data[key])
+    elif isinstance(key, int) and 0 <= key < len(node.children) and node.children[key] is None:
+        node.children[key] = _build(data[key])
+
+
+def _collect(node: _Node, path: list[str | int], out: list[list[Any]]) -> int:
+    """Append the sums of ``node``'s big subtrees, then its own if it is big; its weight."""
+    weight = node.size()
+    items = node.children.items() if node.is_dict else enumerate(node.children)
+    for key, child in items:
+        if isinstance(child, _Node):
+            weight += _collect(child, [*path, key], out)
+    if weight > SUMS_MIN_WEIGHT or node.partial or not path:
+        out.append([path, node.is_dict, node.size(), node.containers,
+                    node.acc.to_bytes(32, "big").hex()])
+    return weight
+
+
+def _parse_sum(entry: Any) -> tuple[tuple[str | int, ...], bool, int, int, int]:
+    try:
+        path, is_dict, size, containers, acc = entry
+        ok = (isinstance(path, list) and all(isinstance(k, (str, int)) for k in path)
+              and isinstance(is_dict, bool) and isinstance(size, int) and size >= 0
+              and isinstance(containers, int) and 0 <= containers <= size
+              and isinstance(acc, str) and len(acc) == 64)
+        if ok:
+            return tuple(path), is_dict, size, containers, int(acc, 16)
+    except (TypeError, ValueError):
+        pass
+    raise ValueError(f"malformed sum entry {entry!r:.80}")
+
+
 def _child(node: _Node, key: str | int) -> Child | None:
     if node.is_dict:
         result: Child | None = node.children.get(key)
         return result
     assert isinstance(key, int)
     return node.children[key] if 0 <= key < len(node.children) else None
+
+
+def _member(container: Any, key: Any) -> Any:
+    """``container[key]`` where the types fit and the entry exists, else ``_MISSING``."""
+    if isinstance(container, dict) and isinstance(key, str):
+        return container.get(key, _MISSING)
+    if isinstance(container, list) and type(key) is int and 0 <= key < len(container):
+        return container[key]
+    return _MISSING
 
 
 def _lookup(container: Any, key: str | int) -> Any:

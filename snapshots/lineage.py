@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from installengine.eventlog import Event, EventKind
 
 from .points import SnapshotPoint, When
 
 LINEAGE_KINDS = (EventKind.SNAPSHOT_TAKEN, EventKind.ROLLED_BACK, EventKind.CLEANUP,
-                 EventKind.CHECKPOINT_FAILED, EventKind.SESSION_STARTED, EventKind.PRUNED)
+                 EventKind.CHECKPOINT_FAILED, EventKind.SESSION_STARTED, EventKind.PRUNED,
+                 EventKind.SNAPSHOT_STORED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,8 @@ class Lineage:
     sessions: list[str] = field(default_factory=list)
     #: (name, id) of filesystem snapshots that prune removed on purpose
     pruned_fs: set[tuple[str, str]] = field(default_factory=set)
+    #: point seq -> what the log vouches for about its snapshot file (sha256, digest sums)
+    stored: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def add(self, ev: Event) -> None:
         """Take one more event into account (events must come in seq order)."""
@@ -54,6 +58,9 @@ class Lineage:
                 self.failed_runs[before] = ev.checkpoint
         elif ev.kind == EventKind.SESSION_STARTED and ev.session not in self.sessions:
             self.sessions.append(ev.session)
+        elif ev.kind == EventKind.SNAPSHOT_STORED and isinstance(ev.data, dict):
+            if isinstance(ev.data.get("point"), int):
+                self.stored[ev.data["point"]] = ev.data
         elif ev.kind == EventKind.PRUNED and isinstance(ev.data, dict):
             for pair in ev.data.get("fs_snapshot_ids", []):
                 if isinstance(pair, list) and len(pair) == 2:

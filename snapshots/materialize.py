@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from hashlib import sha256
 from typing import Any
 
 import orjson
@@ -38,10 +39,10 @@ def materialize(log: EventLog, lineage: Lineage, seq: int,
     target = chain[-1]
     tried_files: set[int] = set()
     while True:
-        start, state = _nearest_file(chain, store, tried_files)
+        start, state, tree = _nearest_file(chain, lineage, store, tried_files)
         try:
             for point in chain[start + 1 :]:
-                state = _fold(log, point, state)
+                state = _fold(log, point, state, tree)
         except SnapshotUnavailableError:
             if start < 0:
                 raise
@@ -55,7 +56,8 @@ def materialize(log: EventLog, lineage: Lineage, seq: int,
                            chain[start].seq)
             tried_files.add(chain[start].seq)
             continue
-        tree = DigestTree(state)
+        if tree is None:
+            tree = DigestTree(state)
         if tree.hexdigest() == target.digest:
             return state, tree
         if start < 0:
@@ -67,8 +69,16 @@ def materialize(log: EventLog, lineage: Lineage, seq: int,
         tried_files.add(chain[start].seq)
 
 
-def _nearest_file(chain: list[SnapshotPoint], store: SnapshotStore | None,
-                  skip: set[int]) -> tuple[int, Any]:
+def _nearest_file(chain: list[SnapshotPoint], lineage: Lineage, store: SnapshotStore | None,
+                  skip: set[int]) -> tuple[int, Any, DigestTree | None]:
+    """The latest usable file of ``chain``: its index, its state, and its digest tree if cheap.
+
+    A file the log vouches for (a ``snapshot-stored`` event with its SHA-256)
+    gets its digest tree from the sums recorded there instead of hashing every
+    entry; a file whose bytes differ from what the log recorded is skipped. Any
+    other file (written before those events existed) is checked by rebuilding
+    the tree, later.
+    """
     if store is not None:
         for i in range(len(chain) - 1, -1, -1):
             p = chain[i]
@@ -77,14 +87,29 @@ def _nearest_file(chain: list[SnapshotPoint], store: SnapshotStore | None,
             raw = store.read(p.seq, p.digest)
             if raw is None:
                 continue
+            stored = lineage.stored.get(p.seq)
+            vouched = stored is not None and stored.get("digest") == p.digest
+            if vouched and stored is not None and stored.get("sha256") != sha256(raw).hexdigest():
+                logger.warning("snapshot file for point %s is not the one the log recorded; "
+                               "using the log", p.seq)
+                skip.add(p.seq)
+                continue
             try:
-                return i, orjson.loads(raw)
+                state = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 skip.add(p.seq)
-    return -1, {}
+                continue
+            tree = None
+            if vouched and stored is not None and isinstance(state, dict):
+                try:
+                    tree = DigestTree.from_sums(state, stored.get("sums"))
+                except ValueError:
+                    tree = None
+            return i, state, tree
+    return -1, {}, None
 
 
-def _fold(log: EventLog, point: SnapshotPoint, state: Any) -> Any:
+def _fold(log: EventLog, point: SnapshotPoint, state: Any, tree: DigestTree | None) -> Any:
     for diff_seq in point.diffs:
         try:
             ev = log.get(diff_seq)
@@ -95,7 +120,7 @@ def _fold(log: EventLog, point: SnapshotPoint, state: Any) -> Any:
             raise SnapshotUnavailableError(
                 f"{point.label}: its change (event {diff_seq}) is missing from the log")
         try:
-            state = apply(state, ev.data["patch"])
+            state = apply(state, ev.data["patch"], tree)
         except Exception as err:
             raise SnapshotUnavailableError(
                 f"{point.label}: change event {diff_seq} does not apply: {err}") from err

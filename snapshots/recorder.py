@@ -9,6 +9,7 @@ is a cache that costs the size of the whole state.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import logging
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
-from installengine.eventlog import Event, EventKind, EventLog
+from installengine.eventlog import Event, EventKind, EventLog, LogWriteError
 
 from .cache import DataCache, PendingChange
 from .errors import TargetError
@@ -168,6 +169,13 @@ class Recorder:
         return events
 
     def _write_file(self, point: SnapshotPoint) -> None:
+        """Write the state as a snapshot file, then record in the log what it holds.
+
+        The ``snapshot-stored`` event carries the file's SHA-256 and the digest
+        tree's sums, so that loading the file costs a hash of its bytes instead of
+        a hash of every entry. Without the event (a crash in between) the file is
+        still used, checked the slow way.
+        """
         try:
             data = self.cache.dumps()
             self.store.write(point.seq, point.digest, data)
@@ -177,6 +185,14 @@ class Recorder:
             return
         self._last_file_size = len(data)
         self._since_file = 0
+        try:
+            self.append(EventKind.SNAPSHOT_STORED, checkpoint=point.checkpoint,
+                        data={"point": point.seq, "digest": point.digest,
+                              "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                              "sums": self.cache.digest_sums()})
+        except LogWriteError as err:
+            logger.warning("snapshot file for point %s not recorded in the log: %s",
+                           point.seq, err)
 
     # -- deciding and rolling back -----------------------------------------------------------
 

@@ -639,6 +639,8 @@ def _summary(ev: Event) -> str:
         fs = f", fs {g('fs_snapshot')}" if g("fs_snapshot") else ""
         durable = "durable" if g("durable") else "volatile"
         return f"{g('point')} point, {durable}, digest {str(g('digest'))[:12]}{fs}"
+    if kind == EventKind.SNAPSHOT_STORED:
+        return f"file for point {g('point')}, {g('bytes')} bytes, sha256 {str(g('sha256'))[:12]}"
     if kind == EventKind.CACHE_CHANGED:
         return f"{len(g('patch') or [])} change(s) by {g('by')}"
     if kind == EventKind.CHECKPOINT_FAILED:

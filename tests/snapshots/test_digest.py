@@ -131,3 +131,67 @@ def test_an_edit_rebuilds_the_changed_path_only():
     assert all(after[k] is before[k] for k in before if k != "k17")
     assert after["k17"] is before["k17"]  # the node is updated in place, not rebuilt
     assert all(after["k17"].children[k] is nested_before[k] for k in ("v", "s"))
+
+
+@contextlib.contextmanager
+def every_node_summed() -> Iterator[None]:
+    """Record every node's sums, so a partial tree has partial nodes at every depth."""
+    saved = digest_module.SUMS_MIN_WEIGHT
+    digest_module.SUMS_MIN_WEIGHT = -1
+    try:
+        yield
+    finally:
+        digest_module.SUMS_MIN_WEIGHT = saved
+
+
+@pytest.mark.parametrize("limit", [256, 0, 2])
+@settings(max_examples=40, deadline=None)
+@given(start=JSON_OBJECTS, data=st.data())
+def test_a_tree_from_sums_after_random_edits_equals_digest_from_scratch(limit, start, data):
+    # A partial tree knows only the recorded nodes' sums; each edit must first teach it the
+    # entries it replaces, or its digest drifts from the value's.
+    with pack_limit(limit), every_node_summed():
+        sums = orjson.loads(orjson.dumps(DigestTree(start).sums()))
+        state = copy.deepcopy(start)
+        cache = DataCache({})
+        cache.restore(state, DigestTree.from_sums(state, sums))
+        shadow = copy.deepcopy(start)
+        assert cache.digest() == state_digest(shadow)
+        for _ in range(data.draw(st.integers(1, 10), label="edits")):
+            what = random_edit(data, cache, shadow)
+            assert cache.digest() == state_digest(shadow), what
+        again = DigestTree.from_sums(cache.to_plain(), cache.digest_sums())
+        assert again.hexdigest() == cache.digest()
+
+
+def test_a_tree_from_sums_hashes_only_what_an_edit_touches():
+    big = {"payload": {f"pkg{i:05d}": {"v": f"1.{i}", "path": f"/opt/p{i}"} for i in range(5000)},
+           "log": [f"line {i}" for i in range(1000)]}
+    sums = DigestTree(big).sums()
+    assert sums is not None
+    assert len(sums) == 3
+    tree = DigestTree.from_sums(big, sums)
+    payload = tree._root.children["payload"]
+    assert payload.partial
+    assert payload.children == {}
+    tree.before_change(big, ("payload",), "pkg00042")
+    big["payload"]["pkg00042"] = {"v": "2.0"}
+    tree.changed(big, ("payload",), "pkg00042")
+    assert list(payload.children) == ["pkg00042"]
+    tree.before_shift(big, ("log",), 1000)
+    big["log"].append("one more")
+    tree.shifted(big, ("log",), 1000)
+    assert sum(c is not None for c in tree._root.children["log"].children) == 1
+    assert tree.hexdigest() == state_digest(big)
+
+
+@pytest.mark.parametrize("sums", [
+    None, [], "x", [[[], True, 1, 0, "00"]], [[["nope"], True, 0, 0, "0" * 64]],
+    [[[], True, 2, 0, "0" * 64]],                     # the wrong size
+    [[[], False, 1, 0, "0" * 64]],                     # a list where the value has a dict
+    [[["a"], False, 1, 0, "0" * 64]],                  # no root
+    [[[], True, 1, 0, "0" * 64], [[], True, 1, 0, "0" * 64]],
+])
+def test_sums_that_do_not_fit_the_value_are_refused(sums):
+    with pytest.raises(ValueError):
+        DigestTree.from_sums({"a": [1]}, sums)

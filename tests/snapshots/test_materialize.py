@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from installengine.eventlog import EventLog, canonical_json
+from installengine.eventlog import EventKind, EventLog, canonical_json
 from installengine.snapshots import (
     DataCache,
     Recorder,
@@ -216,3 +216,61 @@ def test_recorder_writes_a_file_once_changes_add_up(recorder):
     assert len(files) == 1  # 300 KB of changes passed the 256 KB threshold once
     point = recorder.lineage.points[files[0].seq]
     assert rebuild(recorder, point) == {f"blob{i}": "x" * 100_000 for i in range(3)}
+
+
+def filed_history(rec: Recorder) -> tuple[SnapshotPoint, list[tuple[SnapshotPoint, dict[str, Any]]]]:
+    """A state big enough for the recorder to write a file, then points with edits after it."""
+    p = rec.cache.persistent
+    p["payload"] = {f"pkg{i:05d}": {"v": f"1.{i}", "sum": "ab" * 20} for i in range(6000)}
+    p["log"] = []
+    filed = take(rec, "big")
+    assert rec.store.has(filed.seq, filed.digest)
+    after = []
+    for i in range(5):
+        p["payload"][f"pkg{i * 7:05d}"] = {"v": "2.0"}
+        del p["payload"][f"pkg{i * 11 + 1:05d}"]
+        p["log"].append(f"step {i}")
+        p["log"].insert(0, i)
+        after.append((take(rec, f"c{i}"), rec.cache.to_plain()))
+    return filed, after
+
+
+def test_a_file_the_log_vouches_for_loads_without_hashing_every_entry(recorder):
+    filed, after = filed_history(recorder)
+    stored = recorder.lineage.stored[filed.seq]
+    assert stored["digest"] == filed.digest
+    assert len(stored["sums"]) == 2
+    for point, state in after:
+        got, tree = materialize(recorder.log, read_lineage(recorder.log), point.seq, recorder.store)
+        assert got == state
+        assert tree.hexdigest() == point.digest == state_digest(state)
+        payload = tree._root.children["payload"]
+        assert payload.partial
+        assert len(payload.children) < 20
+
+
+def test_a_vouched_file_with_other_bytes_is_not_used(recorder):
+    # The sums alone would make any state of the same shape pass the digest check, so the
+    # file's bytes must be the ones the log recorded.
+    filed, after = filed_history(recorder)
+    forged = read_lineage(recorder.log)
+    state, _ = materialize(recorder.log, forged, filed.seq, recorder.store)
+    state["payload"]["pkg00003"]["v"] = "9.9"
+    path = recorder.store.path_for(filed.seq, filed.digest)
+    path.write_bytes(canonical_json(state))
+    point, expected = after[-1]
+    got, tree = materialize(recorder.log, read_lineage(recorder.log), point.seq, recorder.store)
+    assert got == expected
+    assert tree.hexdigest() == point.digest
+
+
+@pytest.mark.parametrize("sums", [None, "x", [[["payload"], True, 1, 0, "0" * 64]]])
+def test_a_file_with_unusable_sums_is_checked_by_rebuilding_its_tree(recorder, sums):
+    filed, after = filed_history(recorder)
+    stored = recorder.lineage.stored[filed.seq]
+    recorder.append(EventKind.SNAPSHOT_STORED, checkpoint="big", data={**stored, "sums": sums})
+    point, expected = after[-1]
+    got, tree = materialize(recorder.log, read_lineage(recorder.log), point.seq, recorder.store)
+    assert got == expected
+    assert tree.hexdigest() == point.digest
+    assert not tree._partial
