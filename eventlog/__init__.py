@@ -8,11 +8,12 @@ from .errors import (
     UsageError,
 )
 from .events import Event, EventKind, VerifyReport
-from .hashing import JSONValue, canonical_json, check_json, sha256_hex
+from .hashing import CheckedJSON, JSONValue, canonical_json, check_json, sha256_hex
 from .log import EventLog
 from .session import SessionInfo, pid_is_alive, process_start_ticks
 
 __all__ = [
+    "CheckedJSON",
     "EngineError",
     "Event",
     "EventKind",

@@ -22,7 +22,7 @@ import orjson
 
 from .errors import LogIntegrityError, LogWriteError, SchemaVersionError, UsageError
 from .events import KINDS, Event, VerifyReport
-from .hashing import GENESIS_HASH, canonical_json, check_json, event_hash
+from .hashing import GENESIS_HASH, CheckedJSON, canonical_json, check_json, event_hash
 from .schema import SCHEMA_VERSION
 from .verify import StoredRow, check_chain, check_head
 
@@ -259,6 +259,8 @@ class EventLog:
         if checkpoint is not None and not isinstance(checkpoint, str):
             raise UsageError(f"event checkpoint must be a string or None, got {checkpoint!r}")
         data = record.get("data")
+        if isinstance(data, CheckedJSON):
+            return str(kind), session, checkpoint, data.value, data.text.decode()
         # orjson alone would write NaN as null and a datetime as a string: the event
         # would come back different from what was appended.
         check_json(data)

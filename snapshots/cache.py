@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, overload
 
 import orjson
-from installengine.eventlog import UsageError, canonical_json, check_json
+from installengine.eventlog import CheckedJSON, UsageError, canonical_json, check_json
 from installengine.eventlog.hashing import shown
 
 from .diff import Patch, pointer
@@ -24,11 +24,35 @@ Path = tuple[str | int, ...]
 
 @dataclass(slots=True)
 class PendingChange:
-    """One recorded operation, with who made it (a checkpoint name, or None for the application)."""
+    """One recorded operation, with who made it (a checkpoint name, or None for the application).
+
+    ``text`` is the operation's canonical JSON, made from the value's when it was
+    checked at set time, so that recording it costs no second walk.
+    """
 
     op: dict[str, Any]
     actor: str | None
     size: int
+    text: bytes
+
+
+def _op(op: str, ptr: str, raw: bytes | None) -> PendingChange:
+    """An operation with its canonical JSON (its keys op, path, value are in sorted order)."""
+    entry: dict[str, Any] = {"op": op, "path": ptr}
+    text = b'{"op":' + orjson.dumps(op) + b',"path":' + orjson.dumps(ptr)
+    if raw is not None:
+        entry["value"] = orjson.loads(raw)
+        text += b',"value":' + raw
+    return PendingChange(entry, None, len(raw or b"") + 16, text + b"}")
+
+
+def change_data(changes: list[PendingChange], actor: str | None, base: int | None) -> CheckedJSON:
+    """The data of the ``cache-changed`` event that records ``changes``, already serialised."""
+    by = actor or "application"
+    value = {"patch": [c.op for c in changes], "by": by, "base": base}
+    text = (b'{"base":' + orjson.dumps(base) + b',"by":' + orjson.dumps(by) + b',"patch":['
+            + b",".join(c.text for c in changes) + b"]}")
+    return CheckedJSON(value, text)
 
 
 def _encode(value: Any, where: str) -> bytes:
@@ -97,9 +121,9 @@ class DataCache:
 
     def record_whole(self) -> None:
         """Record the whole root as one change, so the next point needs no earlier one."""
-        raw = canonical_json(self._data)
-        self._pending = [PendingChange({"op": "replace", "path": "", "value": orjson.loads(raw)},
-                                       self.actor, len(raw))]
+        change = _op("replace", "", canonical_json(self._data))
+        change.actor = self.actor
+        self._pending = [change]
 
     @property
     def pending_size(self) -> int:
@@ -127,10 +151,9 @@ class DataCache:
         return node
 
     def _record(self, op: str, path: Path, raw: bytes | None) -> None:
-        entry: dict[str, Any] = {"op": op, "path": pointer(path)}
-        if raw is not None:
-            entry["value"] = orjson.loads(raw)
-        self._pending.append(PendingChange(entry, self.actor, len(raw or b"") + 16))
+        change = _op(op, pointer(path), raw)
+        change.actor = self.actor
+        self._pending.append(change)
 
     def _set(self, path: Path, key: str | int, value: Any) -> None:
         if isinstance(path, tuple) and not path and not isinstance(key, str):

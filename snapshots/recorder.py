@@ -19,7 +19,7 @@ from typing import Any
 
 from installengine.eventlog import Event, EventKind, EventLog, LogWriteError
 
-from .cache import DataCache, PendingChange
+from .cache import DataCache, PendingChange, change_data
 from .errors import TargetError
 from .lineage import LINEAGE_KINDS, Lineage
 from .materialize import check_files, materialize
@@ -142,8 +142,7 @@ class Recorder:
             for actor, group in groupby(changes, key=lambda c: c.actor):
                 records.append({"kind": EventKind.CACHE_CHANGED, "session": self.session,
                                 "checkpoint": actor,
-                                "data": {"patch": [c.op for c in group],
-                                         "by": actor or "application", "base": self.base}})
+                                "data": change_data(list(group), actor, self.base)})
                 diffs.append(seq)
                 seq += 1
             digest = self.cache.digest()

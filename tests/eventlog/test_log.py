@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from installengine.eventlog import (
+    CheckedJSON,
     EngineError,
     Event,
     EventKind,
@@ -724,3 +725,14 @@ def test_concurrent_appends_from_threads_keep_seq_gap_free_and_the_chain_valid(l
         assert log.head == (total, stored[-1].hash)
     finally:
         log.close()
+
+
+def test_checked_json_is_stored_as_given_and_verifies(log: EventLog) -> None:
+    value = {"patch": [{"op": "add", "path": "/é", "value": [1, 2.5, None]}], "by": "x", "base": 3}
+    ev = log.append("cache-changed", session="s", data=CheckedJSON(value, canonical_json(value)))
+    assert ev.data == value
+    again = log.get(ev.seq)
+    assert again is not None
+    assert again.data == value
+    assert again.hash == ev.hash
+    assert log.verify().ok

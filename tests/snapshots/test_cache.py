@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from installengine.eventlog import UsageError
+from installengine.eventlog import UsageError, canonical_json
 from installengine.eventlog.hashing import shown
 from installengine.snapshots import CacheDict, CacheList, DataCache, apply, state_digest
-from installengine.snapshots.cache import patch_of
+from installengine.snapshots.cache import change_data, patch_of
 from installengine.snapshots.diff import pointer
 
 from .test_diff import JSON_OBJECTS, JSON_VALUES, KEYS, SCALARS, same_json
@@ -201,6 +201,22 @@ def test_random_edits_replay_from_the_start_state(start, data):
     replayed = apply(copy.deepcopy(start), patch_of(cache.take_changes()))
     assert same_json(replayed, shadow)
     assert cache.take_changes() == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(start=JSON_OBJECTS, data=st.data(), base=st.none() | st.integers(1, 2**40),
+       actor=st.none() | st.text(max_size=8))
+def test_the_recorded_change_text_is_the_canonical_json_of_its_value(start, data, base, actor):
+    # The log stores the text it is handed for cache changes without serialising the value
+    # again, so the text spliced from each operation's must be exactly canonical JSON.
+    cache = DataCache(copy.deepcopy(start))
+    for _ in range(data.draw(st.integers(0, 8), label="edits")):
+        random_edit(data, cache, copy.deepcopy(cache.to_plain()))
+    if data.draw(st.booleans(), label="whole"):
+        cache.record_whole()
+    checked = change_data(cache.take_changes(), actor, base)
+    assert checked.text == canonical_json(checked.value)
+    assert checked.value["by"] == (actor or "application")
 
 
 @settings(max_examples=50, deadline=None)
