@@ -16,53 +16,31 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
-from importlib import resources
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
-from installengine.eventlog import Event, EventKind, EventLog, VerifyReport
-from installengine.snapshots import (
-    Lineage,
-    Registered,
-    SnapshotStore,
-    SnapshotUnavailableError,
-    Target,
-    check_files,
-    explain,
-    gc,
-    read_lineage,
-    target_from_spec,
-)
-from installengine.snapshots.retention import PrunePlan, apply_prune, plan_prune
+from installengine.eventlog import EngineError, Event, EventKind, EventLog, UsageError, VerifyReport
 
-from .engine import LOG_NAME, SNAPSHOT_DIR, InstallEngine
-from .errors import (
-    EngineError,
-    EngineStateError,
-    LogIntegrityError,
-    LogWriteError,
-    NotResumableError,
-    PlanError,
-    RegistrationError,
-    SchemaVersionError,
-    TargetError,
-    TargetLockedError,
-    UsageError,
-)
-from .lifecycle import to_mermaid
-from .plan import Plan, load_plan, register_plan
 from .results import ProgressEvent, Result, Status
+
+if TYPE_CHECKING:
+    from installengine.snapshots import Lineage, SnapshotStore, Target
+    from installengine.snapshots.retention import PrunePlan
+
+    from .engine import InstallEngine
+    from .plan import Plan
+
+# The engine and the snapshot layer are imported inside the commands that use them,
+# so that `installengine --help` (and a typo) costs click and these definitions only.
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -70,8 +48,22 @@ EXIT_USAGE = 2
 EXIT_REFUSED = 3
 EXIT_CANCELED = 130
 
-#: error class -> exit code; the most specific class in an error's MRO wins
-EXIT_CODES: dict[type[BaseException], int] = {
+def exit_codes() -> dict[type[BaseException], int]:
+    """Error class -> exit code; the most specific class in an error's MRO wins."""
+    from .errors import (
+        EngineStateError,
+        LogIntegrityError,
+        LogWriteError,
+        NotResumableError,
+        PlanError,
+        RegistrationError,
+        SchemaVersionError,
+        SnapshotUnavailableError,
+        TargetError,
+        TargetLockedError,
+    )
+
+    return {
     NotResumableError: EXIT_REFUSED,
     TargetLockedError: EXIT_REFUSED,
     PlanError: EXIT_USAGE,
@@ -85,7 +77,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     LogWriteError: EXIT_FAILED,
     EngineError: EXIT_FAILED,
     click.UsageError: EXIT_USAGE,
-}
+    }
 
 #: the session id the read-only commands evaluate the rules with: no point is
 #: this session's, which is exactly what a new process after a restart sees
@@ -96,10 +88,11 @@ _STATUS_EXIT = {Status.SUCCESS: EXIT_OK, Status.PAUSED: EXIT_OK, Status.FAILED: 
 
 
 def exit_code_for(err: BaseException) -> int:
-    """The exit code :data:`EXIT_CODES` gives ``err``; 1 for anything it does not list."""
+    """The exit code :func:`exit_codes` gives ``err``; 1 for anything it does not list."""
+    codes = exit_codes()
     for cls in type(err).__mro__:
-        if cls in EXIT_CODES:
-            return EXIT_CODES[cls]
+        if cls in codes:
+            return codes[cls]
     return EXIT_FAILED
 
 
@@ -229,6 +222,10 @@ def _log_path(target_spec: str | None, log_file: Path | None) -> Path:
     if log_file is not None:
         return log_file
     if target_spec:
+        from installengine.snapshots import target_from_spec
+
+        from .engine import LOG_NAME
+
         return target_from_spec(target_spec).state_dir / LOG_NAME
     raise click.UsageError("which log? pass --target T or --log FILE")
 
@@ -260,6 +257,9 @@ def run(plan_file: Path, target_spec: str | None, start_from: str | None, resume
     Example:
       installengine run plan.toml --pause-before configure
     """
+    from .engine import InstallEngine
+    from .plan import load_plan, register_plan
+
     if start_from and resume:
         raise click.UsageError("--start-from and --resume cannot be used together; pick one")
     plan = load_plan(plan_file)
@@ -302,6 +302,8 @@ def run(plan_file: Path, target_spec: str | None, start_from: str | None, resume
 
 def _resume_point(engine: InstallEngine, plan: Plan) -> str | None:
     """The latest checkpoint the rules allow, or None when the whole plan has completed."""
+    from installengine.snapshots import read_lineage
+
     done = read_lineage(engine.log).completed()
     regs = plan.registrations
     if len(done) >= len(regs) and all(
@@ -543,6 +545,11 @@ def list_(plan_file: Path, target_spec: str | None, as_json: bool) -> None:
     Example:
       installengine list plan.toml --target dir:/mnt/install
     """
+    from installengine.snapshots import Lineage, Registered, explain, read_lineage, target_from_spec
+
+    from .engine import LOG_NAME
+    from .plan import load_plan
+
     plan = load_plan(plan_file)
     spec = target_spec or plan.target
     target = target_from_spec(spec) if spec else None
@@ -674,6 +681,10 @@ def verify(target_spec: str | None, log_file: Path | None, as_json: bool) -> Non
     Example:
       installengine verify --target dir:/mnt/install
     """
+    from installengine.snapshots import SnapshotStore
+
+    from .engine import SNAPSHOT_DIR
+
     path = _log_path(target_spec, log_file)
     with EventLog.open(path, readonly=True) as log:
         report = log.verify()
@@ -694,6 +705,9 @@ def _check_snapshot_files(log: EventLog, store: SnapshotStore) -> list[dict[str,
 
     The same check as Recorder.verify_files, from a read-only log and a store alone.
     """
+    from installengine.eventlog import LogIntegrityError
+    from installengine.snapshots import Lineage, check_files, read_lineage
+
     try:
         lineage = read_lineage(log)
     except LogIntegrityError:
@@ -734,6 +748,9 @@ def cleanup(plan_file: Path, target_spec: str | None) -> None:
     Example:
       installengine cleanup plan.toml --target dir:/mnt/install
     """
+    from .engine import InstallEngine
+    from .plan import load_plan, register_plan
+
     plan = load_plan(plan_file)
     spec = target_spec or plan.target
     if spec is None:
@@ -761,6 +778,8 @@ def gc_command(dry_run: bool) -> None:
     Example:
       installengine gc --dry-run
     """
+    from installengine.snapshots import gc
+
     removed = gc(dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for area in removed:
@@ -785,6 +804,11 @@ def prune(target_spec: str, keep_last: int, confirm: bool, as_json: bool) -> Non
     Example:
       installengine prune --target dir:/mnt/install --keep-last 2 --confirm
     """
+    from installengine.snapshots import SnapshotStore, read_lineage, target_from_spec
+    from installengine.snapshots.retention import apply_prune
+
+    from .engine import LOG_NAME, SNAPSHOT_DIR, InstallEngine
+
     target = target_from_spec(target_spec)
     path = target.state_dir / LOG_NAME
     if not path.exists():
@@ -807,6 +831,11 @@ def prune(target_spec: str, keep_last: int, confirm: bool, as_json: bool) -> Non
 
 
 def _prune_plan(lineage: Lineage, target: Target, keep_last: int) -> PrunePlan:
+    from installengine.snapshots import SnapshotStore
+    from installengine.snapshots.retention import plan_prune
+
+    from .engine import SNAPSHOT_DIR
+
     store = SnapshotStore(target.state_dir / SNAPSHOT_DIR, durable=False)
     fs = target.list_snapshots() if target.takes_fs_snapshots else []
     return plan_prune(lineage, store.files(), fs, keep_last=keep_last)
@@ -839,6 +868,8 @@ def diagram() -> None:
     Example:
       installengine diagram > lifecycle.mmd
     """
+    from .lifecycle import to_mermaid
+
     click.echo(to_mermaid())
 
 
@@ -856,6 +887,9 @@ def demo(directory: Path | None) -> None:
     Example:
       installengine demo /tmp/demo
     """
+    import tempfile
+    from importlib import resources
+
     started = time.monotonic()
     where = directory or Path(tempfile.mkdtemp(prefix="installengine-demo-"))
     where = where.absolute()
@@ -920,6 +954,8 @@ Demo finished in {elapsed:.1f} s."""
 
 def _child(args: list[str]) -> None:
     """Run ``installengine ARGS`` in a new process, as an operator would after a restart."""
+    import subprocess
+
     command = [sys.executable, "-m", "installengine.statemachine", *args]
     sys.stdout.flush()
     sys.stderr.flush()
