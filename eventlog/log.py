@@ -204,8 +204,13 @@ class EventLog:
         return self.append_many([{"kind": kind, "session": session, "checkpoint": checkpoint,
                                   "data": data}])[0]
 
-    def append_many(self, records: Iterable[Mapping[str, Any]]) -> list[Event]:
+    def append_many(self, records: Iterable[Mapping[str, Any]], *, sync: bool = True) -> list[Event]:
         """Append several events in one transaction: all of them are kept, or none.
+
+        ``sync=False`` commits without waiting for the disk, even on a durable log:
+        the events survive a crash of the process at once, and a power cut only
+        once a later synced commit has flushed them with its own. For events whose
+        loss costs nothing, such as registrations before anything has run.
 
         :raises UsageError: for an unknown kind, non-JSON data or a read-only log.
         :raises LogWriteError: when the file cannot be written; nothing is kept.
@@ -229,7 +234,10 @@ class EventLog:
                 rows.append((seq, session, ts, kind, checkpoint, data_json, prev, h))
                 events.append(Event(seq, session, ts, kind, checkpoint, data, prev, h))
                 prev = h
+            relaxed = self.durable and not sync
             try:
+                if relaxed:
+                    self._conn.execute("PRAGMA synchronous = NORMAL")
                 with self._db.atomic():
                     self._conn.executemany(
                         f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
@@ -240,6 +248,9 @@ class EventLog:
                 raise LogWriteError(
                     f"cannot append to log {self.path}: {err}; nothing of this append was "
                     "recorded (free disk space or check the file, then retry)") from err
+            finally:
+                if relaxed:
+                    self._conn.execute("PRAGMA synchronous = FULL")
             self._head = (seq, prev)
             return events
 

@@ -82,8 +82,9 @@ class Recorder:
     # -- appending ---------------------------------------------------------------------
 
     def append(self, kind: EventKind, *, checkpoint: str | None = None,
-               data: Any = None) -> Event:
-        event = self.log.append(kind, session=self.session, checkpoint=checkpoint, data=data)
+               data: Any = None, sync: bool = True) -> Event:
+        event = self.log.append_many([{"kind": kind, "session": self.session,
+                                       "checkpoint": checkpoint, "data": data}], sync=sync)[0]
         self.lineage.add(event)
         return event
 

@@ -215,8 +215,10 @@ class InstallEngine:
                                         f"{insert_before!r} has already completed")
             position = names.index(insert_before)
         # Record first: a registration the log cannot take (a full disk) is no registration.
+        # Unsynced: a power cut can lose it only before anything ran, and the commit that
+        # starts an execution flushes it with its own.
         self._recorder.append(EventKind.CHECKPOINT_REGISTERED, checkpoint=reg.name,
-                              data={**reg.as_json(), "position": position})
+                              data={**reg.as_json(), "position": position}, sync=False)
         self._registrations.insert(position, reg)
 
     # -- resumability ------------------------------------------------------------------------

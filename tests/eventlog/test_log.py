@@ -736,3 +736,22 @@ def test_checked_json_is_stored_as_given_and_verifies(log: EventLog) -> None:
     assert again.data == value
     assert again.hash == ev.hash
     assert log.verify().ok
+
+
+def test_an_unsynced_append_survives_the_process_being_killed(log_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import os, signal
+        from installengine.eventlog import EventLog
+        log = EventLog.open({str(log_path)!r}, durable=True)
+        log.append_many([{{"kind": "checkpoint-registered", "session": "s", "data": {{"n": 1}}}}],
+                        sync=False)
+        assert log._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == -9, done.stderr
+    with EventLog.open(log_path, readonly=True) as log:
+        events = list(log.query(kind="checkpoint-registered"))
+        assert [e.data for e in events] == [{"n": 1}]
+        assert log.verify().ok
