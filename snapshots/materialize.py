@@ -43,6 +43,8 @@ def materialize(log: EventLog, lineage: Lineage, seq: int,
         try:
             for point in chain[start + 1 :]:
                 state = _fold(log, point, state, tree)
+                if start < 0 and tree is None and isinstance(state, dict):
+                    tree = _tree_from_log(lineage, point, state)
         except SnapshotUnavailableError:
             if start < 0:
                 raise
@@ -88,7 +90,8 @@ def _nearest_file(chain: list[SnapshotPoint], lineage: Lineage, store: SnapshotS
             if raw is None:
                 continue
             stored = lineage.stored.get(p.seq)
-            vouched = stored is not None and stored.get("digest") == p.digest
+            vouched = (stored is not None and "sha256" in stored
+                       and stored.get("digest") == p.digest)
             if vouched and stored is not None and stored.get("sha256") != sha256(raw).hexdigest():
                 logger.warning("snapshot file for point %s is not the one the log recorded; "
                                "using the log", p.seq)
@@ -107,6 +110,21 @@ def _nearest_file(chain: list[SnapshotPoint], lineage: Lineage, store: SnapshotS
                     tree = None
             return i, state, tree
     return -1, {}, None
+
+
+def _tree_from_log(lineage: Lineage, point: SnapshotPoint, state: dict[str, Any]) -> DigestTree | None:
+    """The digest tree of ``state``, folded from the log alone up to ``point``, from recorded sums.
+
+    The sums come from the log, like the diffs that made ``state``: they are as
+    trustworthy as those diffs, so no file needs vouching for.
+    """
+    stored = lineage.stored.get(point.seq)
+    if stored is None or not stored.get("in_log") or stored.get("digest") != point.digest:
+        return None
+    try:
+        return DigestTree.from_sums(state, stored.get("sums"))
+    except ValueError:
+        return None
 
 
 def _fold(log: EventLog, point: SnapshotPoint, state: Any, tree: DigestTree | None) -> Any:

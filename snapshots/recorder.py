@@ -131,7 +131,12 @@ class Recorder:
         self.touched = True
         self._since_file += sum(c.size for c in changes)
         if self._since_file >= max(MIN_FILE_INTERVAL, self._last_file_size):
-            self._write_file(points[-1])
+            if points[0].parent is None:
+                # The log rebuilds this state from its own diffs alone; a file would be a
+                # second copy of them. Recording the sums is what makes that rebuild cheap.
+                self._record_sums(points[-1])
+            else:
+                self._write_file(points[-1])
         return points
 
     def _append_points(self, changes: list[PendingChange], requests: list[PointRequest],
@@ -194,6 +199,18 @@ class Recorder:
             logger.warning("snapshot file for point %s not recorded in the log: %s",
                            point.seq, err)
 
+    def _record_sums(self, point: SnapshotPoint) -> None:
+        """Record the digest tree's sums for a point the log rebuilds from nothing (no file)."""
+        try:
+            self.append(EventKind.SNAPSHOT_STORED, checkpoint=point.checkpoint,
+                        data={"point": point.seq, "digest": point.digest, "in_log": True,
+                              "sums": self.cache.digest_sums()})
+        except LogWriteError as err:
+            logger.warning("digest sums for point %s not recorded in the log: %s", point.seq, err)
+            return
+        self._last_file_size = self._since_file
+        self._since_file = 0
+
     # -- deciding and rolling back -----------------------------------------------------------
 
     def fs_snapshots(self) -> list[Any] | None:
@@ -242,7 +259,8 @@ class Recorder:
                                   "destroyed_fs_snapshots": destroyed})
         self.base = point.seq
         self.touched = True
-        self._since_file = 0 if self.store.has(point.seq, point.digest) else self._since_file
+        cheap = self.store.has(point.seq, point.digest) or point.parent is None
+        self._since_file = 0 if cheap else self._since_file
         return event
 
     def rebase(self) -> None:

@@ -221,8 +221,9 @@ def test_recorder_writes_a_file_once_changes_add_up(recorder):
 def filed_history(rec: Recorder) -> tuple[SnapshotPoint, list[tuple[SnapshotPoint, dict[str, Any]]]]:
     """A state big enough for the recorder to write a file, then points with edits after it."""
     p = rec.cache.persistent
-    p["payload"] = {f"pkg{i:05d}": {"v": f"1.{i}", "sum": "ab" * 20} for i in range(6000)}
     p["log"] = []
+    take(rec, "small")  # so that the big point has a parent: the first point gets no file
+    p["payload"] = {f"pkg{i:05d}": {"v": f"1.{i}", "sum": "ab" * 20} for i in range(6000)}
     filed = take(rec, "big")
     assert rec.store.has(filed.seq, filed.digest)
     after = []
@@ -273,4 +274,36 @@ def test_a_file_with_unusable_sums_is_checked_by_rebuilding_its_tree(recorder, s
     got, tree = materialize(recorder.log, read_lineage(recorder.log), point.seq, recorder.store)
     assert got == expected
     assert tree.hexdigest() == point.digest
+    assert not tree._partial
+
+
+def test_a_big_first_point_gets_sums_in_the_log_instead_of_a_file(recorder):
+    # Its diffs already hold the whole state: the log rebuilds it, and the sums recorded
+    # with it spare that rebuild from hashing every entry.
+    p = recorder.cache.persistent
+    p["payload"] = {f"pkg{i:05d}": {"v": f"1.{i}", "sum": "ab" * 20} for i in range(6000)}
+    first = take(recorder, "first")
+    states = {first.seq: recorder.cache.to_plain()}
+    assert recorder.store.files() == []
+    assert recorder.lineage.stored[first.seq]["in_log"] is True
+    p["payload"]["pkg00001"] = {"v": "2.0"}
+    second = take(recorder, "second")
+    states[second.seq] = recorder.cache.to_plain()
+    for point in (first, second):
+        got, tree = materialize(recorder.log, read_lineage(recorder.log), point.seq,
+                                recorder.store)
+        assert got == states[point.seq]
+        assert tree.hexdigest() == point.digest == state_digest(got)
+        assert tree._partial
+
+
+def test_sums_in_the_log_that_do_not_fit_mean_a_full_rebuild(recorder):
+    p = recorder.cache.persistent
+    p["payload"] = {f"pkg{i:05d}": {"v": f"1.{i}"} for i in range(12000)}
+    first = take(recorder, "first")
+    stored = recorder.lineage.stored[first.seq]
+    recorder.append(EventKind.SNAPSHOT_STORED, checkpoint="first",
+                    data={**stored, "sums": [[[], True, 99, 0, "0" * 64]]})
+    got, tree = materialize(recorder.log, read_lineage(recorder.log), first.seq, None)
+    assert tree.hexdigest() == first.digest == state_digest(got)
     assert not tree._partial
