@@ -62,7 +62,7 @@ def _encode(value: Any, where: str) -> bytes:
     except RecursionError:
         # _unwrap recurses, so a value nested a thousand deep, or one holding itself, ends
         # here before check_json could name it.
-        raise UsageError(f"value at {where or '/'} is nested too deeply or contains itself; "
+        raise UsageError(f"value at {shown(where or '/')} is nested too deeply or contains itself; "
                          "store a flatter value") from None
     check_json(plain, where)
     return canonical_json(plain)
