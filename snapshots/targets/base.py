@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,3 +120,36 @@ def make_private_dir(path: Path) -> None:
 
 
 SNAPSHOT_PREFIX = ".step_"
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory: a rename is durable only once its directory entry is."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(top: Path) -> None:
+    """fsync every regular file and directory under ``top``, so a copy survives a power cut.
+
+    Other files (symlinks, FIFOs, devices) have nothing to flush but their
+    directory entry, which their directory's fsync covers; opening a FIFO
+    would block.
+    """
+    for dirpath, _dirs, files in os.walk(top, topdown=False):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                fsync_file(path)
+        fsync_dir(Path(dirpath))
+
+
+def fsync_file(path: str | Path) -> None:
+    """fsync one regular file, without following a symlink."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import TargetError
-from .base import SNAPSHOT_PREFIX, FsSnapshot, Target, make_private_dir
+from .base import SNAPSHOT_PREFIX, FsSnapshot, Target, fsync_dir, make_private_dir
 from .command import run
 
 logger = logging.getLogger(__name__)
@@ -147,15 +147,6 @@ def _is_subvolume(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and st.st_ino == SUBVOLUME_INODE
 
 
-def _fsync_dir(path: Path) -> None:
-    """fsync a directory: a rename is durable only once its directory entry is."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _exchange(a: Path, b: Path) -> None:
     """Swap two paths atomically (``renameat2(RENAME_EXCHANGE)``): there is no instant without ``b``.
 
@@ -264,7 +255,7 @@ class BtrfsTarget(Target):
             if os.path.lexists(final):
                 self._delete(final)
             os.rename(tmp, final)
-            _fsync_dir(self.snapshot_dir)
+            fsync_dir(self.snapshot_dir)
         except BaseException as err:
             if os.path.lexists(tmp):
                 self._delete(tmp)
@@ -326,7 +317,7 @@ class BtrfsTarget(Target):
             self._recover()  # puts the state back where it was and drops the work copy
             raise TargetError(f"cannot roll {self.spec} back to {name}: {err}") from err
         try:
-            _fsync_dir(self._path.parent)
+            fsync_dir(self._path.parent)
         except OSError as err:
             raise TargetError(f"rolled {self.spec} back to {name} but cannot make it durable: {err}") from err
         self._delete(work)
@@ -358,7 +349,7 @@ class BtrfsTarget(Target):
                 if os.path.lexists(self.state_dir):
                     self.state_dir.rmdir()  # only an empty stand-in can be there
                 os.rename(moved, self.state_dir)
-                _fsync_dir(self._path)
+                fsync_dir(self._path)
             except OSError as err:
                 raise TargetError(f"cannot move the state directory back from {moved} to {self.state_dir}: "
                                   f"{err}; move it by hand with mv") from err

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import TargetError
-from .base import FsSnapshot, Target, make_private_dir
+from .base import FsSnapshot, Target, fsync_dir, fsync_file, fsync_tree, make_private_dir
 from .command import run
 
 STATE_DIR_NAME = ".installengine"
@@ -28,6 +28,7 @@ class DirectoryTarget(Target):
 
     def __init__(self, path: str | Path) -> None:
         self._path = Path(path).absolute()
+        self._prepared = False
 
     @property
     def root(self) -> Path:
@@ -55,6 +56,7 @@ class DirectoryTarget(Target):
             raise TargetError(f"cannot create target directory {self._path}: {err}") from err
         make_private_dir(self.state_dir)
         make_private_dir(self._fs_dir)
+        self._prepared = True
 
     def _entries(self, where: Path) -> list[str]:
         return sorted(str(where / e) for e in os.listdir(where) if e != STATE_DIR_NAME)
@@ -65,7 +67,8 @@ class DirectoryTarget(Target):
             run(["cp", "-a", "--reflink=auto", *entries, str(dest)])
 
     def snapshot(self, name: str) -> FsSnapshot:
-        self.prepare()
+        if not (self._prepared and self._fs_dir.is_dir()):
+            self.prepare()
         tmp = self._fs_dir / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
         try:
             tmp.mkdir(mode=0o700)
@@ -74,7 +77,11 @@ class DirectoryTarget(Target):
             # The id starts with a nanosecond clock so that listing by id is creation order.
             snap_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
             (tmp / f".{STATE_DIR_NAME}-id").write_text(snap_id)
+            # The point that names this copy is durable: so must the copy be, before the
+            # rename makes it a snapshot and the log commit records it.
+            fsync_tree(tmp)
             os.rename(tmp, self._fs_dir / name)
+            fsync_dir(self._fs_dir)
         except OSError as err:  # a full disk, most likely
             shutil.rmtree(tmp, ignore_errors=True)
             raise TargetError(f"cannot take filesystem snapshot {name} of {self.spec}: "
@@ -121,10 +128,21 @@ class DirectoryTarget(Target):
                     p.unlink()
         except OSError as err:
             raise TargetError(f"cannot roll {self.spec} back to {name}: {err}") from err
-        for entry in self._entries(source):
-            if Path(entry).name == f".{STATE_DIR_NAME}-id":
-                continue
+        restored = [e for e in self._entries(source) if Path(e).name != f".{STATE_DIR_NAME}-id"]
+        for entry in restored:
             run(["cp", "-a", "--reflink=auto", entry, str(self._path)])
+        try:
+            # The rolled-back event that follows is durable: so must the restored files be.
+            for entry in restored:
+                copied = self._path / Path(entry).name
+                if copied.is_dir() and not copied.is_symlink():
+                    fsync_tree(copied)
+                elif copied.is_file() and not copied.is_symlink():
+                    fsync_file(copied)
+            fsync_dir(self._path)
+        except OSError as err:
+            raise TargetError(f"cannot flush {self.spec} after rolling it back to {name}: "
+                              f"{err}") from err
         later = names[names.index(name) + 1 :]
         for n in later:
             self.destroy_snapshot(n)
