@@ -14,7 +14,7 @@ from typing import Any, overload
 
 import orjson
 from installengine.eventlog import CheckedJSON, UsageError, canonical_json, check_json
-from installengine.eventlog.hashing import shown
+from installengine.eventlog.hashing import MAX_DEPTH, shown
 
 from .diff import Patch, pointer
 from .digest import DigestTree
@@ -55,8 +55,24 @@ def change_data(changes: list[PendingChange], actor: str | None, base: int | Non
     return CheckedJSON(value, text)
 
 
-def _encode(value: Any, where: str) -> bytes:
-    """Canonical JSON of a value being stored, refusing non-JSON with its path."""
+def _encode(value: Any, where: str) -> tuple[bytes, Any]:
+    """Canonical JSON of a value being stored, and the plain copy to store; non-JSON is refused.
+
+    The fast path lets orjson serialise the value and checks that parsing the text
+    gives the value back: NaN, a datetime, a tuple, a bytes or an Enum member does
+    not survive that, nor does orjson take a huge int, a non-string key, a lone
+    surrogate or a cache view. Those, and values nested too deep, take the careful
+    path, which either converts them (views and tuples) or names the culprit.
+    """
+    if type(value) is dict or type(value) is list:
+        try:
+            raw = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except (TypeError, orjson.JSONEncodeError):
+            pass
+        else:
+            stored = orjson.loads(raw)
+            if stored == value and _within_depth(stored):
+                return raw, stored
     try:
         plain = _unwrap(value)
     except RecursionError:
@@ -65,7 +81,21 @@ def _encode(value: Any, where: str) -> bytes:
         raise UsageError(f"value at {shown(where or '/')} is nested too deeply or contains itself; "
                          "store a flatter value") from None
     check_json(plain, where)
-    return canonical_json(plain)
+    raw = canonical_json(plain)
+    return raw, orjson.loads(raw)
+
+
+def _within_depth(value: dict[str, Any] | list[Any]) -> bool:
+    """Whether nothing in ``value`` lies deeper than check_json allows (the root is depth 0)."""
+    level: list[Any] = [value]
+    depth = 0
+    while level:
+        children = [c for v in level for c in (v.values() if type(v) is dict else v)]
+        if children and depth >= MAX_DEPTH:
+            return False
+        level = [c for c in children if type(c) is dict or type(c) is list]
+        depth += 1
+    return True
 
 
 def _unwrap(value: Any) -> Any:
@@ -172,9 +202,9 @@ class DataCache:
             key = key % len(container)
             op = "replace"
         # Encode after normalising the key, so a refusal names the index as stored (/l/2, not /l/-1).
-        raw = _encode(value, pointer((*path, key)))
+        raw, stored = _encode(value, pointer((*path, key)))
         self._tree.before_change(self._data, path, key)
-        container[key] = orjson.loads(raw)
+        container[key] = stored
         self._record(op, (*path, key), raw)
         self._tree.changed(self._data, path, key)
 
@@ -199,9 +229,9 @@ class DataCache:
     def _insert(self, path: Path, index: int, value: Any) -> None:
         container = self._resolve(path)
         index = max(0, min(len(container), index if index >= 0 else len(container) + index))
-        raw = _encode(value, pointer((*path, index)))
+        raw, stored = _encode(value, pointer((*path, index)))
         self._tree.before_shift(self._data, path, index)
-        container.insert(index, orjson.loads(raw))
+        container.insert(index, stored)
         self._record("add", (*path, index), raw)
         self._tree.shifted(self._data, path, index)
 

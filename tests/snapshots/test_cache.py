@@ -507,3 +507,37 @@ def test_volatile_is_never_recorded_and_takes_any_value():
     assert "password" not in cache.dumps().decode()
     cache.restore({"a": 1})
     assert cache.volatile["password"] == "hunter2"  # a rollback never touches it
+
+
+def nested(depth: int) -> Any:
+    value: Any = 0
+    for i in range(depth):
+        value = [value] if i % 2 else {"d": value}
+    return value
+
+
+@pytest.mark.parametrize("depth", [199, 200, 201, 230])
+@pytest.mark.parametrize("through", ["set", "insert"])
+def test_the_depth_limit_is_the_same_on_the_fast_path(depth, through):
+    # orjson itself goes 254 deep, so the fast path has to refuse 201-254 on its own.
+    cache = DataCache({"l": []})
+    value = nested(depth)
+    store = ((lambda: cache.persistent.__setitem__("v", value)) if through == "set"
+             else (lambda: cache.persistent["l"].insert(0, value)))
+    if depth <= 200:
+        store()
+        assert cache.to_plain()["v" if through == "set" else "l"] in (value, [value])
+    else:
+        with pytest.raises(UsageError, match="nested deeper than 200"):
+            store()
+        assert cache.to_plain() == {"l": []}
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=JSON_VALUES | st.lists(JSON_VALUES) | st.dictionaries(KEYS, JSON_VALUES))
+def test_a_stored_value_is_its_canonical_json(value):
+    cache = DataCache()
+    cache.persistent["v"] = value
+    (change,) = cache.take_changes()
+    assert change.text == canonical_json({"op": "add", "path": "/v", "value": value})
+    assert same_json(cache.to_plain()["v"], value)
