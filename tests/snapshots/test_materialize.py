@@ -17,6 +17,7 @@ from installengine.snapshots import (
     SnapshotStore,
     SnapshotUnavailableError,
     When,
+    check_files,
     materialize,
     read_lineage,
     state_digest,
@@ -307,3 +308,13 @@ def test_sums_in_the_log_that_do_not_fit_mean_a_full_rebuild(recorder):
     got, tree = materialize(recorder.log, read_lineage(recorder.log), first.seq, None)
     assert tree.hexdigest() == first.digest == state_digest(got)
     assert not tree._partial
+
+
+def test_verify_names_a_vouched_file_whose_bytes_changed_even_if_its_state_did_not(recorder):
+    filed, _ = filed_history(recorder)
+    path = recorder.store.path_for(filed.seq, filed.digest)
+    state = orjson.loads(path.read_bytes())
+    path.write_bytes(orjson.dumps(state, option=orjson.OPT_INDENT_2))  # same state, other bytes
+    (check,) = check_files(recorder.log, read_lineage(recorder.log), recorder.store)
+    assert not check.ok
+    assert check.rebuildable
