@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import getpass
 import os
-import socket
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,12 +43,14 @@ class SessionInfo:
 
     @classmethod
     def current(cls, version: str) -> SessionInfo:
+        import getpass  # here, not at import time: it pulls in pwd and more for one call
+
         pid = os.getpid()
         try:
             user = getpass.getuser()
         except (KeyError, OSError):
             user = str(os.getuid())
-        return cls(id=uuid.uuid4().hex[:12], pid=pid, host=socket.gethostname(), user=user,
+        return cls(id=uuid.uuid4().hex[:12], pid=pid, host=hostname(), user=user,
                    version=version, started=datetime.now(UTC).isoformat(),
                    start_ticks=process_start_ticks(pid))
 
@@ -72,9 +72,14 @@ class SessionInfo:
         A session of another host is assumed alive: we cannot see its processes,
         and wrongly taking over a live install is worse than asking an operator.
         """
-        if self.host != socket.gethostname():
+        if self.host != hostname():
             return True
         return pid_is_alive(self.pid, self.start_ticks)
+
+
+def hostname() -> str:
+    """This machine's host name (what ``socket.gethostname()`` returns, without importing socket)."""
+    return os.uname().nodename
 
 
 def pid_is_alive(pid: int, start_ticks: int | None) -> bool:

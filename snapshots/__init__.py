@@ -1,5 +1,8 @@
 """installengine.snapshots: the data cache, snapshot points, targets and the resumability rules."""
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
 from .cache import CacheDict, CacheList, DataCache
 from .diff import Patch, apply, diff
 from .digest import DigestTree, state_digest
@@ -10,17 +13,26 @@ from .points import SnapshotPoint, When, fs_snapshot_name
 from .recorder import Recorder, read_lineage
 from .rules import Decision, Registered, Verdict, decide, explain
 from .store import SnapshotStore
-from .targets import (
-    BtrfsTarget,
-    DirectoryTarget,
-    FsSnapshot,
-    StateDir,
-    Target,
-    ZfsTarget,
-    target_from_spec,
-)
+from .targets import DirectoryTarget, FsSnapshot, StateDir, Target, target_from_spec
 from .targets.lock import TargetLock
 from .tempdir import create_area, gc, remove_area
+
+if _TYPE_CHECKING:
+    from .targets.btrfs import BtrfsTarget
+    from .targets.zfs import ZfsTarget
+
+
+def __getattr__(name: str) -> _Any:
+    """ZfsTarget and BtrfsTarget load with their tool-running code on first use."""
+    if name in ("ZfsTarget", "BtrfsTarget"):
+        from . import targets
+
+        return getattr(targets, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "ZfsTarget", "BtrfsTarget"})
 
 __all__ = [
     "BtrfsTarget",

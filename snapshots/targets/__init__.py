@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import TargetError
 from .base import FsSnapshot, Target
-from .btrfs import BtrfsTarget
 from .directory import DirectoryTarget
 from .state import StateDir
-from .zfs import ZfsTarget
+
+if TYPE_CHECKING:
+    from .btrfs import BtrfsTarget
+    from .zfs import ZfsTarget
 
 SCHEMES = "zfs:pool/dataset, btrfs:/path, dir:/path or state:/path"
 
@@ -29,10 +32,27 @@ def target_from_spec(spec: str | Target) -> Target:
     if scheme == "state":
         return StateDir(Path(where).expanduser())
     if scheme == "zfs":
+        from .zfs import ZfsTarget
+
         return ZfsTarget(where)
     if scheme == "btrfs":
+        from .btrfs import BtrfsTarget
+
         return BtrfsTarget(Path(where).expanduser())
     raise TargetError(f"target {spec!r} has unknown scheme {scheme!r}; write it as {SCHEMES}")
+
+
+def __getattr__(name: str) -> Any:
+    """ZfsTarget and BtrfsTarget load on first use: most installs need neither."""
+    if name == "ZfsTarget":
+        from .zfs import ZfsTarget
+
+        return ZfsTarget
+    if name == "BtrfsTarget":
+        from .btrfs import BtrfsTarget
+
+        return BtrfsTarget
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["BtrfsTarget", "DirectoryTarget", "FsSnapshot", "StateDir", "Target", "ZfsTarget",
