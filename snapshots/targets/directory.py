@@ -77,11 +77,12 @@ class DirectoryTarget(Target):
             # The id starts with a nanosecond clock so that listing by id is creation order.
             snap_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
             (tmp / f".{STATE_DIR_NAME}-id").write_text(snap_id)
-            # The point that names this copy is durable: so must the copy be, before the
-            # rename makes it a snapshot and the log commit records it.
+            # The point that names this copy is durable: so must the copy's contents be,
+            # before the rename makes it a snapshot and the log commit records it. The
+            # rename itself needs no flush: a power cut that undoes it leaves a point whose
+            # filesystem snapshot is missing, which the rules never resume from.
             fsync_tree(tmp)
             os.rename(tmp, self._fs_dir / name)
-            fsync_dir(self._fs_dir)
         except OSError as err:  # a full disk, most likely
             shutil.rmtree(tmp, ignore_errors=True)
             raise TargetError(f"cannot take filesystem snapshot {name} of {self.spec}: "
