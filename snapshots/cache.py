@@ -36,14 +36,14 @@ class PendingChange:
     text: bytes
 
 
-def _op(op: str, ptr: str, raw: bytes | None) -> PendingChange:
+def _op(op: str, ptr: str, raw: bytes | None, actor: str | None) -> PendingChange:
     """An operation with its canonical JSON (its keys op, path, value are in sorted order)."""
     entry: dict[str, Any] = {"op": op, "path": ptr}
     text = b'{"op":' + orjson.dumps(op) + b',"path":' + orjson.dumps(ptr)
     if raw is not None:
         entry["value"] = orjson.loads(raw)
         text += b',"value":' + raw
-    return PendingChange(entry, None, len(raw or b"") + 16, text + b"}")
+    return PendingChange(entry, actor, len(raw or b"") + 16, text + b"}")
 
 
 def change_data(changes: list[PendingChange], actor: str | None, base: int | None) -> CheckedJSON:
@@ -151,9 +151,7 @@ class DataCache:
 
     def record_whole(self) -> None:
         """Record the whole root as one change, so the next point needs no earlier one."""
-        change = _op("replace", "", canonical_json(self._data))
-        change.actor = self.actor
-        self._pending = [change]
+        self._pending = [_op("replace", "", canonical_json(self._data), self.actor)]
 
     @property
     def pending_size(self) -> int:
@@ -181,9 +179,7 @@ class DataCache:
         return node
 
     def _record(self, op: str, path: Path, raw: bytes | None) -> None:
-        change = _op(op, pointer(path), raw)
-        change.actor = self.actor
-        self._pending.append(change)
+        self._pending.append(_op(op, pointer(path), raw, self.actor))
 
     def _set(self, path: Path, key: str | int, value: Any) -> None:
         if isinstance(path, tuple) and not path and not isinstance(key, str):

@@ -190,26 +190,27 @@ class Recorder:
             return
         self._last_file_size = len(data)
         self._since_file = 0
-        try:
-            self.append(EventKind.SNAPSHOT_STORED, checkpoint=point.checkpoint,
-                        data={"point": point.seq, "digest": point.digest,
-                              "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-                              "sums": self.cache.digest_sums()})
-        except LogWriteError as err:
-            logger.warning("snapshot file for point %s not recorded in the log: %s",
-                           point.seq, err)
+        self._record_stored(point, {"sha256": hashlib.sha256(data).hexdigest(),
+                                    "bytes": len(data)})
 
     def _record_sums(self, point: SnapshotPoint) -> None:
         """Record the digest tree's sums for a point the log rebuilds from nothing (no file)."""
+        if self._record_stored(point, {"in_log": True}):
+            self._last_file_size = self._since_file
+            self._since_file = 0
+
+    def _record_stored(self, point: SnapshotPoint, what: dict[str, Any]) -> bool:
+        """Append the ``snapshot-stored`` event for ``point``; False when the log refused it."""
         try:
             self.append(EventKind.SNAPSHOT_STORED, checkpoint=point.checkpoint,
-                        data={"point": point.seq, "digest": point.digest, "in_log": True,
+                        data={"point": point.seq, "digest": point.digest, **what,
                               "sums": self.cache.digest_sums()})
         except LogWriteError as err:
-            logger.warning("digest sums for point %s not recorded in the log: %s", point.seq, err)
-            return
-        self._last_file_size = self._since_file
-        self._since_file = 0
+            # Only loading gets slower: the file, or the log, still rebuilds the point.
+            logger.warning("snapshot point %s: what was stored is not recorded in the log: %s",
+                           point.seq, err)
+            return False
+        return True
 
     # -- deciding and rolling back -----------------------------------------------------------
 
