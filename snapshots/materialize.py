@@ -89,10 +89,9 @@ def _nearest_file(chain: list[SnapshotPoint], lineage: Lineage, store: SnapshotS
             raw = store.read(p.seq, p.digest)
             if raw is None:
                 continue
-            stored = lineage.stored.get(p.seq)
-            vouched = (stored is not None and "sha256" in stored
-                       and stored.get("digest") == p.digest)
-            if vouched and stored is not None and stored.get("sha256") != sha256(raw).hexdigest():
+            stored = lineage.stored.get(p.seq, {})
+            vouched = "sha256" in stored and stored.get("digest") == p.digest
+            if vouched and stored["sha256"] != sha256(raw).hexdigest():
                 logger.warning("snapshot file for point %s is not the one the log recorded; "
                                "using the log", p.seq)
                 skip.add(p.seq)
@@ -103,7 +102,7 @@ def _nearest_file(chain: list[SnapshotPoint], lineage: Lineage, store: SnapshotS
                 skip.add(p.seq)
                 continue
             tree = None
-            if vouched and stored is not None and isinstance(state, dict):
+            if vouched and isinstance(state, dict):
                 try:
                     tree = DigestTree.from_sums(state, stored.get("sums"))
                 except ValueError:
@@ -167,7 +166,7 @@ def check_files(log: EventLog, lineage: Lineage, store: SnapshotStore) -> Iterat
             except orjson.JSONDecodeError:
                 ok = False
             # The engine skips a file whose bytes are not those the log recorded.
-            ok = ok and stored.get("sha256", sha256(raw).hexdigest()) == sha256(raw).hexdigest()
+            ok = ok and stored.get("sha256") in (None, sha256(raw).hexdigest())
         rebuildable: bool | None = None
         if not ok:
             rebuildable = False
