@@ -101,7 +101,8 @@ def load_plan(path: str | Path) -> Plan:
         raise PlanError(f"{where}: not UTF-8 text ({err.reason} at byte {err.start}); save the "
                         "plan as UTF-8", path=where) from err
     except tomllib.TOMLDecodeError as err:
-        raise PlanError(f"{where}: invalid TOML: {err}", path=where) from err
+        raise PlanError(f"{where}: invalid TOML: {_with_line(str(err), raw)}",
+                        path=where) from err
 
     _reject_unknown(data, _TOP_KEYS, where, "")
     engine = data.get("engine", {})
@@ -163,6 +164,15 @@ def _toml_type(value: Any) -> str:
     names = {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
              list: "an array", dict: "a table"}
     return names.get(type(value), type(value).__name__)
+
+
+def _with_line(message: str, raw: bytes) -> str:
+    """tomllib says "at end of document" without a line; name the last line instead."""
+    if "(at end of document)" not in message:
+        return message
+    lines = raw.decode("utf-8").splitlines() or [""]
+    return message.replace("(at end of document)",
+                           f"(at the end of the file, line {len(lines)})")
 
 
 def _reject_unknown(table: dict[str, Any], allowed: set[str], where: str, prefix: str) -> None:

@@ -143,6 +143,12 @@ def test_toml_syntax_error_gives_the_line(tmp_path):
     assert caught.value.key is None
 
 
+def test_a_toml_error_at_the_end_of_the_file_names_its_last_line(tmp_path):
+    path = write(tmp_path, '[[checkpoint]]\nname = "a"\nargs = [1,\n')
+    with pytest.raises(PlanError, match=r"invalid TOML: .*\(at the end of the file, line 3\)$"):
+        load_plan(path)
+
+
 def test_missing_and_non_utf8_files(tmp_path):
     with pytest.raises(PlanError, match="does not exist"):
         load_plan(tmp_path / "none.toml")
