@@ -291,7 +291,10 @@ def run(plan_file: Path, target_spec: str | None, start_from: str | None, resume
                     result = handle.wait(0.25)
             view.finish(result)
     code = _STATUS_EXIT[result.status]
-    if result.status is Status.PAUSED and interrupts.count:
+    if result.status in (Status.PAUSED, Status.SUCCESS) and interrupts.count:
+        # Ctrl-C always exits 130, so a script can tell it was interrupted; when it came
+        # during the last checkpoint there was nothing left to pause before, and the
+        # summary says the install is complete.
         code = EXIT_CANCELED
     if not as_json:
         _summarise(result, view.last_completed, pause_before, again,
@@ -317,7 +320,10 @@ def _resume_point(engine: InstallEngine, plan: Plan) -> str | None:
 def _summarise(result: Result, last_completed: str | None, pause_before: str | None,
                again: str, *, interrupted: bool) -> None:
     status = result.status
-    if status is Status.SUCCESS:
+    if status is Status.SUCCESS and interrupted:
+        click.echo("Done: every checkpoint requested completed; the Ctrl-C came during the "
+                   "last one, so there was nothing left to pause before.")
+    elif status is Status.SUCCESS:
         click.echo("Done: every checkpoint requested completed.")
     elif status is Status.PAUSED:
         where = (f"before {pause_before!r}" if pause_before and not interrupted

@@ -47,6 +47,31 @@ def test_one_ctrl_c_pauses_after_the_running_checkpoint_exit_130(ws, spawn):
     assert (ws.target / "last.txt").exists()
 
 
+def test_one_ctrl_c_during_the_last_checkpoint_completes_the_install_exit_130(ws, spawn):
+    plan = ws.plan([
+        {"name": "first", "call": "cli_steps:record", "args": ["first"]},
+        {"name": "wait", "call": "cli_steps:wait_for_release",
+         "args": [str(ws.started), str(ws.release)]},
+    ], engine={"target": ws.spec})
+    child = spawn("run", plan)
+    wait_for_file(ws.started, child)
+    child.send_signal(signal.SIGINT)
+    assert read_line(child.stderr).startswith("Ctrl-C: pausing after 'wait' completes")
+    ws.release.touch()
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 130, err
+    assert "Done: every checkpoint requested completed; the Ctrl-C came during the last" in out
+    kinds = log_kinds(ws)
+    assert kinds.count("checkpoint-completed") == 2
+    assert "paused" not in kinds  # nothing was left to pause before: the install completed
+    with EventLog.open(ws.log, readonly=True) as log:
+        (finished,) = log.query(kind="execution-finished")
+    assert finished.data["status"] == "SUCCESS"
+    again = installengine("run", plan, "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "nothing to resume" in again.stdout
+
+
 def test_two_ctrl_c_cancel_the_running_checkpoint_exit_130(ws, spawn):
     plan = ws.standard_plan()
     child = spawn("run", plan)
