@@ -467,7 +467,30 @@ class EventLog:
         if invalid:
             return VerifyReport(False, invalid[0], f"event {invalid[0]} holds invalid JSON",
                                 report.events)
+        damage = self._storage_damage()
+        if damage is not None:
+            return VerifyReport(False, None, damage, report.events)
         return report
+
+    def _storage_damage(self) -> str | None:
+        """What SQLite's integrity check finds outside the rows the chain covers, if anything.
+
+        The chain proves the rows; a damaged index page can still make a filtered
+        query skip events (and the rules read the log through such queries), so
+        an intact chain over a damaged file is no verified log.
+        """
+        try:
+            with self._lock:
+                found = [str(r[0]) for r in self._conn.execute("PRAGMA integrity_check(5)")]
+        except sqlite3.DatabaseError as err:
+            return f"the log file cannot be read: {err}"
+        if found == ["ok"]:
+            return None
+        hint = ("rebuild them with: sqlite3 " + str(self.path) + " REINDEX"
+                if all("index" in line for line in found)
+                else "restore the log from a backup")
+        return (f"the log file is damaged outside the events' rows (SQLite integrity check: "
+                f"{found[0]}); the events verify, but a query may miss some: {hint}")
 
     @contextmanager
     def _lenient_text(self) -> Iterator[None]:
