@@ -11,7 +11,15 @@ from .lineage import Lineage, fold
 from .materialize import FileCheck, check_files, materialize
 from .points import SnapshotPoint, When, fs_snapshot_name
 from .recorder import Recorder, read_lineage
-from .rules import Decision, Registered, Verdict, decide, explain
+from .rules import (
+    Decision,
+    FsSnapshotCheck,
+    Registered,
+    Verdict,
+    check_fs_snapshots,
+    decide,
+    explain,
+)
 from .store import SnapshotStore
 from .targets import DirectoryTarget, FsSnapshot, StateDir, Target, target_from_spec
 from .targets.lock import TargetLock
@@ -44,6 +52,7 @@ __all__ = [
     "DirectoryTarget",
     "FileCheck",
     "FsSnapshot",
+    "FsSnapshotCheck",
     "Lineage",
     "Patch",
     "Recorder",
@@ -61,6 +70,7 @@ __all__ = [
     "ZfsTarget",
     "apply",
     "check_files",
+    "check_fs_snapshots",
     "create_area",
     "decide",
     "diff",

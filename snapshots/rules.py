@@ -176,3 +176,33 @@ def _unavailable(point: SnapshotPoint, chain: list[SnapshotPoint], *, session: s
                         "an earlier point's snapshot")
             last = where
     return None
+
+
+
+@dataclass(frozen=True, slots=True)
+class FsSnapshotCheck:
+    """Whether the target still holds the filesystem snapshot recorded with ``point``."""
+
+    point: SnapshotPoint
+    present: bool
+
+
+def check_fs_snapshots(lineage: Lineage,
+                       fs_snapshots: Sequence[FsSnapshot]) -> list[FsSnapshotCheck]:
+    """The filesystem snapshot of every point of the current lineage, oldest first.
+
+    For an audit without a plan: what the log says the target holds, against
+    what it holds. A snapshot that a rollback, a cleanup or a prune removed on
+    purpose counts as present: a rollback and a cleanup take its points out of
+    the current lineage, and a prune records the snapshots it destroyed. Only
+    the latest point holding each name counts, as in the rules.
+    """
+    held = {(s.name, s.id) for s in fs_snapshots} | lineage.pruned_fs
+    taken: dict[tuple[str, str], SnapshotPoint] = {}  # each snapshot at the point that took it
+    for run in lineage.runs():
+        for p in (run.before, run.completed):
+            if p is not None and p.fs_snapshot is not None:
+                taken.setdefault((p.fs_snapshot, p.fs_id or ""), p)
+    latest = {p.fs_snapshot: p for p in sorted(taken.values(), key=lambda p: p.seq)}
+    return [FsSnapshotCheck(p, (p.fs_snapshot, p.fs_id or "") in held)
+            for p in sorted(latest.values(), key=lambda p: p.seq)]

@@ -676,12 +676,15 @@ def _summary(ev: Event) -> str:
 
 @cli.command()
 @_log_options
-@_json_option("Print {ok, first_bad_seq, reason, snapshots: [{file, ok, rebuildable}]}.")
+@_json_option("Print {ok, first_bad_seq, reason, snapshots: [{file, ok, rebuildable}], "
+              "fs_snapshots: [{name, point, ok}]}.")
 def verify(target_spec: str | None, log_file: Path | None, as_json: bool) -> None:
     """Check the log's hash chain and every snapshot file's digest; exit 1 on any mismatch.
 
     For each damaged snapshot file it says whether the log can rebuild it
-    (then nothing is lost: files are caches of the log).
+    (then nothing is lost: files are caches of the log). With --target it also
+    checks that the target still holds the filesystem snapshot of every point
+    of the current lineage (removed by hand, they cannot be rebuilt).
 
     \b
     Example:
@@ -696,12 +699,13 @@ def verify(target_spec: str | None, log_file: Path | None, as_json: bool) -> Non
         report = log.verify()
         files = _check_snapshot_files(log, SnapshotStore(path.parent / SNAPSHOT_DIR,
                                                          durable=False))
-    ok = report.ok and all(f["ok"] for f in files)
+        fs = _check_fs_snapshots(log, target_spec) if report.ok else []
+    ok = report.ok and all(f["ok"] for f in files) and all(f["ok"] for f in fs)
     if as_json:
         click.echo(_dumps({"ok": ok, "first_bad_seq": report.first_bad_seq,
-                           "reason": report.reason, "snapshots": files}))
+                           "reason": report.reason, "snapshots": files, "fs_snapshots": fs}))
     else:
-        _print_verify(path, report, files)
+        _print_verify(path, report, files, fs)
     if not ok:
         click.get_current_context().exit(EXIT_FAILED)
 
@@ -722,7 +726,22 @@ def _check_snapshot_files(log: EventLog, store: SnapshotStore) -> list[dict[str,
             for c in check_files(log, lineage, store)]
 
 
-def _print_verify(path: Path, report: VerifyReport, files: list[dict[str, Any]]) -> None:
+def _check_fs_snapshots(log: EventLog, target_spec: str | None) -> list[dict[str, Any]]:
+    """{name, point, ok} for the filesystem snapshot of every point of the current lineage."""
+    from installengine.snapshots import check_fs_snapshots, read_lineage, target_from_spec
+
+    if target_spec is None:
+        return []
+    target = target_from_spec(target_spec)
+    if not target.takes_fs_snapshots:
+        return []
+    checks = check_fs_snapshots(read_lineage(log), target.list_snapshots())
+    return [{"name": c.point.fs_snapshot, "point": c.point.label, "ok": c.present}
+            for c in checks]
+
+
+def _print_verify(path: Path, report: VerifyReport, files: list[dict[str, Any]],
+                  fs: list[dict[str, Any]]) -> None:
     if report.ok:
         click.echo(f"log {path}: {report.events} events, hash chain intact")
     else:
@@ -736,7 +755,13 @@ def _print_verify(path: Path, report: VerifyReport, files: list[dict[str, Any]])
         fix = ("the log can rebuild it" if f["rebuildable"]
                else "the log cannot rebuild it: that point is not resumable")
         click.echo(f"snapshot file {f['file']}: MISMATCH ({fix})")
-    click.echo("OK" if report.ok and not bad else "FAILED")
+    gone = [f for f in fs if not f["ok"]]
+    if fs and not gone:
+        click.echo(f"filesystem snapshots: {len(fs)}, the target holds every one")
+    for f in gone:
+        click.echo(f"filesystem snapshot {f['name']} ({f['point']}): MISSING from the target; "
+                   "that point and the ones after it are not resumable")
+    click.echo("OK" if report.ok and not bad and not gone else "FAILED")
 
 
 # -- cleanup, gc, prune ----------------------------------------------------------------------

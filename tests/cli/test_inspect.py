@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -129,7 +130,32 @@ def test_verify_ok_exits_0(ws, invoke, paused):
     assert result.exit_code == 0
     assert result.stdout.splitlines()[-1] == "OK"
     report = cli_json(invoke("verify", "--log", ws.log, "--json"))
-    assert report == {"ok": True, "first_bad_seq": None, "reason": None, "snapshots": []}
+    assert report == {"ok": True, "first_bad_seq": None, "reason": None, "snapshots": [],
+                      "fs_snapshots": []}  # a log alone: no target to look at
+
+
+def test_verify_names_a_filesystem_snapshot_removed_by_hand(ws, invoke, paused):
+    report = cli_json(invoke("verify", "--target", ws.spec, "--json"))
+    assert report["ok"] is True
+    # paused before 'last': first, wait completed; the points share snapshots pairwise
+    assert [(f["name"], f["point"], f["ok"]) for f in report["fs_snapshots"]] == [
+        (".step_first.before", "before first", True),
+        (".step_first.done", "first completed", True),
+        (".step_wait.done", "wait completed", True)]
+    assert "filesystem snapshots: 3, the target holds every one" in invoke(
+        "verify", "--target", ws.spec).stdout
+    shutil.rmtree(ws.target / ".installengine" / "fs" / ".step_first.done")
+    result = invoke("verify", "--target", ws.spec, "--json")
+    assert result.exit_code == 1
+    report = cli_json(result)
+    assert report["ok"] is False
+    assert report["first_bad_seq"] is None  # the log itself is intact
+    assert [f["name"] for f in report["fs_snapshots"] if not f["ok"]] == [".step_first.done"]
+    human = invoke("verify", "--target", ws.spec)
+    assert human.exit_code == 1
+    assert ("filesystem snapshot .step_first.done (first completed): MISSING from the target"
+            in human.stdout)
+    assert human.stdout.splitlines()[-1] == "FAILED"
 
 
 def test_verify_fails_after_one_byte_of_the_log_changes(ws, invoke, paused):

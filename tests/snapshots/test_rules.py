@@ -20,7 +20,14 @@ from typing import Any
 
 import pytest
 from installengine.eventlog import EventKind
-from installengine.snapshots import FsSnapshot, Registered, When, decide, explain
+from installengine.snapshots import (
+    FsSnapshot,
+    Registered,
+    When,
+    check_fs_snapshots,
+    decide,
+    explain,
+)
 from installengine.statemachine import (
     Checkpoint,
     Context,
@@ -313,6 +320,41 @@ def test_a_deliberately_pruned_ancestor_snapshot_does_not_end_resumability():
     # later ones can, since only their ancestors' snapshots were pruned.
     assert [v.name for v in verdicts if v.resumable] == ["a", "c", "d"]
     assert "filesystem snapshot missing" in (verdicts[1].reason or "")
+
+
+# -- the audit of filesystem snapshots (verify without a plan) ------------------------------
+
+
+def missing(h: History) -> list[str]:
+    return [c.point.fs_snapshot or "" for c in check_fs_snapshots(h.lineage(), h.fs)
+            if not c.present]
+
+
+def test_check_fs_snapshots_lists_each_snapshot_once_at_the_point_that_took_it():
+    h = _all_run()
+    checks = check_fs_snapshots(h.lineage(), h.fs)
+    assert [c.point.fs_snapshot for c in checks] == [s.name for s in h.fs]
+    assert all(c.present for c in checks)
+    assert checks[1].point.label == "a completed"  # not "before b", which shares it
+
+
+def test_check_fs_snapshots_names_what_was_removed_by_hand():
+    h = _destroying(".step_b.done")()
+    assert missing(h) == [".step_b.done"]
+
+
+def test_check_fs_snapshots_accepts_what_a_rollback_a_cleanup_or_a_prune_removed():
+    h = _all_run()
+    h.rollback(h.seq_of("b", When.BEFORE))  # later snapshots go with the rollback
+    assert missing(h) == []
+    pruned = [s for s in h.fs if s.name == ".step_a.before"]
+    h.destroy(".step_a.before")
+    assert missing(h) == [".step_a.before"]
+    h.event(EventKind.PRUNED, fs_snapshot_ids=[[s.name, s.id] for s in pruned])
+    assert missing(h) == []
+    h.destroy(*(s.name for s in h.fs))
+    h.cleanup()
+    assert check_fs_snapshots(h.lineage(), h.fs) == []
 
 
 # -- the same scenarios on the real engine ------------------------------------------------
