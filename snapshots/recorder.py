@@ -239,11 +239,15 @@ class Recorder:
         """Restore the filesystem and the cache to ``point``, as one step.
 
         The state is rebuilt and verified first, so a point that cannot be
-        rebuilt changes nothing; then the filesystem, then the cache, then the log.
+        rebuilt changes nothing; then the filesystem, then the log, then the cache
+        (in memory, so it cannot fail half-way).
 
         :raises SnapshotUnavailableError: when the state cannot be rebuilt.
         :raises TargetError: when the filesystem rollback fails; the cache and the
             log are unchanged.
+        :raises LogWriteError: when the log cannot record a rollback the filesystem
+            has made; the cache and the log are unchanged, and the message says
+            what the filesystem lost and how to finish.
         """
         state, tree = materialize(self.log, self.lineage, point.seq, self.store)
         destroyed: list[str] = []
@@ -252,12 +256,22 @@ class Recorder:
             destroyed = self.target.rollback(point.fs_snapshot)
         abandoned = [p.checkpoint for p in self.lineage.completed()
                      if p.seq > point.seq]
+        try:
+            event = self.append(EventKind.ROLLED_BACK, checkpoint=checkpoint,
+                                data={"to": point.seq, "point": point.label,
+                                      "digest": point.digest, "attempt": attempt,
+                                      "abandoned": abandoned,
+                                      "destroyed_fs_snapshots": destroyed})
+        except LogWriteError as err:
+            if point.fs_snapshot is None or self.target is None:
+                raise
+            lost = f", destroying {', '.join(destroyed)}" if destroyed else ""
+            raise LogWriteError(
+                f"the filesystem of {self.target.spec} was rolled back to {point.fs_snapshot}"
+                f"{lost}, but the log could not record it ({err}); the cache and the log are "
+                f"unchanged: fix the log's disk, then resume from {checkpoint!r} again to "
+                "finish the rollback") from err
         self.cache.restore(state, tree)
-        event = self.append(EventKind.ROLLED_BACK, checkpoint=checkpoint,
-                            data={"to": point.seq, "point": point.label,
-                                  "digest": point.digest, "attempt": attempt,
-                                  "abandoned": abandoned,
-                                  "destroyed_fs_snapshots": destroyed})
         self.base = point.seq
         self.touched = True
         cheap = self.store.has(point.seq, point.digest) or point.parent is None

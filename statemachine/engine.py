@@ -338,6 +338,9 @@ class InstallEngine:
                 self._attempt -= 1
                 raise NotResumableError(f"cannot resume from {start_from!r}: {err}",
                                         checkpoint=str(start_from), reason=str(err)) from err
+            except BaseException:
+                self._attempt -= 1  # no execution started: its number is not used up
+                raise
         self._signals.pause.clear()
         self._signals.cancel.clear()
         self._trigger("start", "execute", data={

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from installengine.eventlog import EventKind
+from installengine.eventlog import EventKind, EventLog, LogWriteError
 from installengine.statemachine import InstallEngine, NotResumableError, Status
 
 from tests.statemachine.steps import ref
@@ -225,3 +226,58 @@ def test_a_failed_checkpoint_on_a_directory_target_is_rolled_back_on_retry(
     (root / "b-left-this.txt").write_text("partial")
     engine.execute(start_from="b")
     assert files_in(root) == {"a.txt"}
+
+
+class _FakeFullLog:
+    """A fake: the log's disk fills exactly between the filesystem rollback and its record.
+
+    That moment cannot be produced for real on demand (a rollback frees space on
+    the target before it writes), so this wraps the real log and refuses the
+    ``rolled-back`` append alone with the error a full disk gives.
+    """
+
+    def __init__(self, log: EventLog) -> None:
+        self._log = log
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+    def append_many(self, records: list[dict[str, Any]], **kwargs: Any) -> Any:
+        if any(r["kind"] == EventKind.ROLLED_BACK for r in records):
+            raise LogWriteError("cannot append to log: database or disk is full")
+        return self._log.append_many(records, **kwargs)
+
+
+def test_a_rollback_the_log_cannot_record_says_so_and_can_be_finished(
+        tmp_path: Path, open_engine: Callable[..., InstallEngine]) -> None:
+    root = tmp_path / "target"
+    engine = open_engine(f"dir:{root}")
+    register_files(engine)
+    engine.execute()
+    rec = engine._recorder
+    head, cache = engine.log.head, engine.cache.to_plain()
+    real_log, rec.log = rec.log, _FakeFullLog(rec.log)  # type: ignore[assignment]
+    try:
+        with pytest.raises(LogWriteError) as caught:
+            engine.execute(start_from="b")
+    finally:
+        rec.log = real_log
+    message = str(caught.value)
+    assert message.startswith(f"the filesystem of dir:{root} was rolled back to "
+                              ".step_a.done, destroying ")
+    assert message.endswith("the cache and the log are unchanged: fix the log's disk, then "
+                            "resume from 'b' again to finish the rollback")
+    assert "\n" not in message
+    # The filesystem is at before-b; the log and the cache are as they were.
+    assert files_in(root) == {"a.txt"}
+    assert engine.log.head == head
+    assert engine.cache.to_plain() == cache
+    assert engine.state == "completed"
+    assert engine.log.verify().ok
+    # Later points lost their filesystem snapshots; b's own before-point still has its own.
+    assert engine.resumable() == ["a", "b"]
+    assert engine.execute(start_from="b").status is Status.SUCCESS
+    assert files_in(root) == {"a.txt", "b.txt", "c.txt"}
+    (started,) = [ev for ev in engine.log.query(kind=EventKind.EXECUTION_STARTED)
+                  if ev.data["start_from"] == "b"]
+    assert started.data["attempt"] == 2  # the refused attempt did not use up a number
