@@ -198,7 +198,7 @@ class InstallEngine:
         :raises RegistrationError: naming what is wrong; nothing is registered.
         :raises EngineStateError: while an execution runs.
         """
-        self._require_not_running("register a checkpoint")
+        self._require_not_running("register a checkpoint", trigger="register")
         reg = build_registration(name, call, args=args, kwargs=kwargs, version=version,
                                  loglevel=loglevel, description=description)
         names = self.checkpoints

@@ -161,11 +161,15 @@ def test_cleanup_while_running_is_refused_naming_state_and_allowed(
     assert list(running.log.query(kind=EventKind.CLEANUP)) == []
 
 
-def test_register_while_running_is_refused(running: InstallEngine) -> None:
+def test_register_while_running_is_refused_and_recorded(running: InstallEngine) -> None:
     with pytest.raises(EngineStateError, match="cannot register a checkpoint while the engine "
                                                "is running; allowed now: cancel, pause"):
         running.register("late", ref("noop"))
     assert running.checkpoints == ["a", "b"]
+    (ev,) = running.log.query(kind=EventKind.TRANSITION_REFUSED)
+    assert (ev.data["trigger"], ev.data["state"]) == ("register", "running")
+    assert [e.checkpoint for e in running.log.query(kind=EventKind.CHECKPOINT_REGISTERED)] == [
+        "a", "b"]
 
 
 def test_a_closed_engine_refuses_to_execute(engine: InstallEngine) -> None:
