@@ -313,7 +313,9 @@ class InstallEngine:
                 options = [d.verdict.name for d in decisions if d.verdict.resumable]
                 hint = (f"resume from {options[-1]!r} or run without --start-from" if options
                         else "run without --start-from")
-                raise NotResumableError(f"cannot resume from {start_from!r}: {reason}; {hint}",
+                # A reason that already says where to resume from needs no second hint.
+                text = reason if "resume from" in reason else f"{reason}; {hint}"
+                raise NotResumableError(f"cannot resume from {start_from!r}: {text}",
                                         checkpoint=start_from, reason=reason)
             if self._recorder.touched and begin == done and decision.not_started:
                 continues_from = "continuation"

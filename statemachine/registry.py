@@ -167,14 +167,14 @@ def parse_loglevel(name: str, loglevel: str | int | None) -> int | None:
         return None
     if isinstance(loglevel, bool):
         raise RegistrationError(f"checkpoint {name!r}: loglevel {loglevel!r} is not a level")
-    if isinstance(loglevel, int):
+    if isinstance(loglevel, int) and loglevel >= 0:  # logging's levels are never negative
         return loglevel
     if isinstance(loglevel, str):
         level = logging.getLevelName(loglevel.upper())
         if isinstance(level, int):
             return level
     raise RegistrationError(f"checkpoint {name!r}: loglevel {loglevel!r} is not a logging level; "
-                            "use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+                            "use DEBUG, INFO, WARNING, ERROR, CRITICAL or a number from 0")
 
 
 def build_registration(name: object, call: str | Callable[..., Any], *,

@@ -42,7 +42,7 @@ BAD_PLANS = {
     "bad-loglevel": ('[[checkpoint]]\nname = "a"\ncall = "cli_steps:record"\n'
                      'loglevel = "LOUD"\n',
                      "{path}: checkpoint[0].loglevel: checkpoint 'a': loglevel 'LOUD' is not a "
-                     "logging level; use DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+                     "logging level; use DEBUG, INFO, WARNING, ERROR, CRITICAL or a number from 0"),
     "bad-name": ('[[checkpoint]]\nname = "lay down"\ncall = "cli_steps:record"\n',
                  "{path}: checkpoint[0].name: checkpoint name 'lay down' is invalid: use "
                  "1–256 ASCII letters, digits, '.', '-' or '_'"),

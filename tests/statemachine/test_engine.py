@@ -235,6 +235,10 @@ def test_a_checkpoint_after_a_failed_one_is_not_resumable(open_engine: Callable[
     reasons = {v.name: v.reason for v in engine.explain()}
     assert reasons["c"] == "predecessor 'b' failed; resume from 'b' first"
     assert reasons["d"] == reasons["c"]
+    with pytest.raises(NotResumableError) as info:
+        engine.execute(start_from="c")
+    # the reason says where to resume from: no second hint after it
+    assert str(info.value) == "cannot resume from 'c': predecessor 'b' failed; resume from 'b' first"
 
 
 # -- cleanup -----------------------------------------------------------------------------------------

@@ -303,7 +303,7 @@ def test_loglevel_names_and_numbers_are_accepted(engine: InstallEngine, loglevel
     assert logging.getLogger("installengine.checkpoint.x").level == level
 
 
-@pytest.mark.parametrize("loglevel", ["LOUD", "", "10", 3.5, True, ["DEBUG"]])
+@pytest.mark.parametrize("loglevel", ["LOUD", "", "10", 3.5, True, ["DEBUG"], -7])
 def test_bad_loglevels_are_refused(engine: InstallEngine, caplog: pytest.LogCaptureFixture,
                                    loglevel: object) -> None:
     with refused(engine, caplog, match="loglevel"):
