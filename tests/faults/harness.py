@@ -12,6 +12,11 @@ it) at a moment drawn from the trial's seeded random generator:
   which lands in the snapshot-file write and the next filesystem snapshot;
 - ``after-line-jitter``: a short random delay after that line.
 
+A *targeted* trial (``run_targeted_trial``) instead has its child SIGKILL itself
+at the n-th of one operation that a random kill rarely hits: inside a snapshot
+point's open log transaction, a snapshot file's write, or a filesystem snapshot
+(``KILL_SITES``); the aftermath is checked the same way.
+
 Children slow-walk with tiny random work inside checkpoints (``steps.py``).
 After each kill a new engine in this process (it takes over the stale lock)
 checks the aftermath; after the last kill it resumes from the last resumable
@@ -72,8 +77,13 @@ def child_main(argv: list[str]) -> int:
     parser.add_argument("--mode", choices=["run", "resume"], default="run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jitter-ms", type=float, default=0.0)
+    parser.add_argument("--kill-in", choices=sorted(KILL_SITES), default=None,
+                        help="SIGKILL this process inside the nth such operation")
+    parser.add_argument("--kill-nth", type=int, default=1)
     args = parser.parse_args(argv)
     out = sys.stdout
+    if args.kill_in is not None:
+        _kill_inside(args.kill_in, args.kill_nth)
 
     def say(line: str) -> None:
         out.write(line + "\n")
@@ -94,6 +104,7 @@ def child_main(argv: list[str]) -> int:
     say("ready")
     engine = InstallEngine(args.target)
     say("opened")
+    say(f"session {engine.session.id}")
     register_plan(engine)
     engine.volatile["work"] = work
     engine.progress_listeners.append(on_progress)
@@ -110,6 +121,83 @@ def child_main(argv: list[str]) -> int:
     engine.close()
     say("closed")
     return 0 if result.status is Status.SUCCESS else 1
+
+
+#: where a child can kill itself: the C function called, the file and function it is called
+#: from, a text on the calling line, a function that must be further up the stack, and
+#: whether the kill comes while the call runs (else just before it starts)
+KILL_SITES: dict[str, tuple[str, str, str, str, str | None, bool]] = {
+    # a snapshot point's log transaction, its events inserted, before its COMMIT: the
+    # child prints the seqs it was writing, which the log must then not hold
+    "log-commit": ("execute", "sqlite_utils/db.py", "atomic", "COMMIT", "_append_points",
+                   False),
+    # a snapshot file's temp file, written, before it is synced and renamed
+    "snapshot-file-write": ("fsync", "snapshots/store.py", "write", "fsync(fd)", None, False),
+    # a copied root, synced, before the rename that makes it a filesystem snapshot
+    "filesystem-snapshot": ("rename", "targets/directory.py", "snapshot", "rename(tmp", None,
+                            False),
+}
+
+
+def _kill_inside(site: str, nth: int) -> None:
+    """SIGKILL this process (its whole group) at the ``nth`` call of a ``KILL_SITES`` operation.
+
+    A profile hook sees each C call; at the chosen one it starts a thread that
+    sends the SIGKILL as soon as it can run. Nothing is faked: the process really dies there,
+    with whatever the operation had written so far.
+    """
+    func, filename, caller, marker, outer, during = KILL_SITES[site]
+    seen = [0]
+    flags = {"spinning": False, "go": False}
+
+    def spinner() -> None:
+        # Spinning keeps this thread asking for the GIL, so it gets it the moment the
+        # other thread lets go of it inside the call (a woken thread would come too late).
+        flags["spinning"] = True
+        while not flags["go"]:
+            pass
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    def called_from(frame: Any, name: str) -> bool:
+        while frame is not None:
+            if frame.f_code.co_name == name:
+                return True
+            frame = frame.f_back
+        return False
+
+    def hook(frame: Any, event: str, arg: Any) -> None:
+        if (event != "c_call" or getattr(arg, "__name__", None) != func
+                or frame.f_code.co_name != caller
+                or not frame.f_code.co_filename.endswith(filename)
+                or marker not in _source_line(frame)
+                or (outer is not None and not called_from(frame, outer))):
+            return
+        seen[0] += 1
+        if seen[0] != nth:
+            return
+        sys.setprofile(None)
+        up = frame
+        while up is not None and up.f_code.co_name != "append_many":
+            up = up.f_back
+        if up is not None and up.f_locals.get("rows"):
+            seqs = [row[0] for row in up.f_locals["rows"]]
+            sys.stdout.write(f"pending {seqs[0]} {seqs[-1]}\n")
+            sys.stdout.flush()
+        threading.Thread(target=spinner, daemon=True, name="kill-inside").start()
+        while not flags["spinning"]:
+            pass
+        flags["go"] = True
+        if not during:
+            time.sleep(5)  # the spinner kills before this thread makes the call
+
+    sys.setprofile(hook)
+    threading.setprofile(hook)
+
+
+def _source_line(frame: Any) -> str:
+    import linecache
+
+    return linecache.getline(frame.f_code.co_filename, frame.f_lineno)
 
 
 # -- trees of files ---------------------------------------------------------------------------
@@ -202,13 +290,16 @@ class Child:
     _reader: threading.Thread | None = None
 
     @classmethod
-    def start(cls, spec: str, mode: str, *, seed: int, jitter_ms: float, workdir: Path) -> Child:
+    def start(cls, spec: str, mode: str, *, seed: int, jitter_ms: float, workdir: Path,
+              kill_in: tuple[str, int] | None = None) -> Child:
+        """Start a child; with ``kill_in=(site, n)`` it SIGKILLs itself inside that operation."""
         workdir.mkdir(parents=True, exist_ok=True)
         stderr_path = workdir / f"child-{seed}-{mode}.err"
+        extra = ["--kill-in", kill_in[0], "--kill-nth", str(kill_in[1])] if kill_in else []
         with stderr_path.open("w") as err:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "tests.faults.harness", "--target", spec, "--mode", mode,
-                 "--seed", str(seed), "--jitter-ms", str(jitter_ms)],
+                 "--seed", str(seed), "--jitter-ms", str(jitter_ms), *extra],
                 cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
                 start_new_session=True)
         child = cls(proc, stderr_path)
@@ -582,6 +673,35 @@ def run_trial(seed: int, workdir: Path, ref: Reference, stats: Stats, *,
         finish_trial(spec, ref, stats, f"trial {seed} final")
     except EngineError as err:
         stats.unsafe.append(f"trial {seed} final: resuming raised {type(err).__name__}: {err}")
+
+
+def run_targeted_trial(site: str, nth: int, workdir: Path, ref: Reference, stats: Stats, *,
+                       make_spec: Callable[[Path], str]) -> tuple[str, Child]:
+    """One trial whose child kills itself inside the ``nth`` ``site`` operation.
+
+    Returns the moment the kill is classified as, and the child.
+
+    The random trials rarely land inside a commit or a file write, which take a
+    fraction of a millisecond; this puts a kill exactly there, then checks the
+    aftermath and resumes as a random trial does.
+    """
+    spec = make_spec(workdir)
+    tag = f"{site} #{nth}"
+    stats.trials += 1
+    child = Child.start(spec, "run", seed=nth, jitter_ms=0.0, workdir=workdir / "children",
+                        kill_in=(site, nth))
+    child.finish()
+    _wait_until_group_is_gone(child.proc.pid)
+    if child.proc.returncode != -signal.SIGKILL:
+        stats.other.append(f"{tag}: the child was not killed but ended with "
+                           f"{child.proc.returncode}: {child.lines[-3:]} {child.stderr()}")
+        return "not killed", child
+    stats.kills += 1
+    moment = classify_moment(spec, set(), _last_kind(spec))
+    stats.moments[moment] += 1
+    check_aftermath(spec, child, "run", 0, ref, stats, tag)
+    finish_trial(spec, ref, stats, f"{tag} final")
+    return moment, child
 
 
 def run_trials(workdir: Path, ref: Reference, *, make_spec: Callable[[Path], str],

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from installengine.eventlog import EventLog
 
 from .conftest import require_root_feature
 from .harness import (
@@ -18,6 +19,7 @@ from .harness import (
     Stats,
     destroy_zfs,
     dir_spec,
+    run_targeted_trial,
     run_trials,
     zfs_ready,
     zfs_spec_for,
@@ -54,6 +56,32 @@ def test_sigkill_at_random_moments_loses_no_completion_and_offers_only_safe_resu
     print(f"{stats.trials} trials, {stats.kills} kills, {stats.offers_checked} offers checked, "
           f"{stats.resumes_checked} resumes, {elapsed:.0f} s; kill moments: {dict(stats.moments)}")
     assert stats.kills >= MIN_KILLS
+    _assert_clean(stats)
+
+
+@pytest.mark.parametrize(("site", "nth", "moment"), [
+    # killed with its transaction open: what matters is that none of it is kept
+    *[("log-commit", n, None) for n in (1, 6, 15)],
+    *[("snapshot-file-write", n, "snapshot-file write") for n in (1, 2)],
+    *[("filesystem-snapshot", n, "filesystem snapshot") for n in (1, 4, 9)]])
+def test_sigkill_inside_a_log_transaction_a_snapshot_file_write_or_a_filesystem_snapshot(
+        reference: Reference, scratch: Path, site: str, nth: int, moment: str | None) -> None:
+    stats = Stats()
+    seen, child = run_targeted_trial(site, nth, scratch / f"{site}-{nth}", reference, stats,
+                                     make_spec=dir_spec)
+    assert stats.kills == 1, stats.other
+    if site == "log-commit":
+        # The transaction was open: none of its events may be in the log afterwards.
+        (pending,) = [line.split() for line in child.lines if line.startswith("pending ")]
+        first = int(pending[1])
+        with EventLog.open(scratch / f"{site}-{nth}" / "target" / ".installengine" / "log.db",
+                           readonly=True) as log:
+            kept = [ev.session for ev in log.query() if ev.seq >= first]
+        assert kept, "the trial resumed, so later sessions appended from that seq on"
+        (killed,) = [line.split()[1] for line in child.lines if line.startswith("session ")]
+        assert killed not in kept, "an event of the killed transaction was kept"
+    else:
+        assert seen == moment
     _assert_clean(stats)
 
 
