@@ -169,8 +169,11 @@ def _unavailable(point: SnapshotPoint, chain: list[SnapshotPoint], *, session: s
                 # point's own snapshot only, so a deliberately pruned ancestor is no loss.
                 continue
             if where is None:
-                return (f"filesystem snapshot missing: {p.fs_snapshot} (taken at {p.label}) "
-                        "is gone")
+                # name the point that took it: a later point of the same state shares it
+                taker = next(q for q in upto
+                             if (q.fs_snapshot, q.fs_id) == (p.fs_snapshot, p.fs_id))
+                return (f"filesystem snapshot missing: {p.fs_snapshot} (taken at "
+                        f"{taker.label}) is gone")
             if where < last:
                 return (f"filesystem snapshots out of order: {p.fs_snapshot} is older than "
                         "an earlier point's snapshot")

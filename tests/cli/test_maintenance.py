@@ -97,7 +97,7 @@ def test_prune_confirm_keeps_the_last_points_resumable_and_records_pruned(ws, in
     assert verdicts["last"]["resumable"] is True
     assert verdicts["first"]["resumable"] is True  # always: a fresh attempt
     assert verdicts["wait"]["reason"] == (
-        "filesystem snapshot missing: .step_first.done (taken at before wait) is gone")
+        "filesystem snapshot missing: .step_first.done (taken at first completed) is gone")
     resumed = invoke("run", done, "--start-from", "last")
     assert resumed.exit_code == 0, resumed.output
 
