@@ -239,23 +239,41 @@ def _copy(value: Any) -> Any:
 
 def _view(cache: DataCache, path: Path, value: Any) -> Any:
     if isinstance(value, dict):
-        return CacheDict(cache, path)
+        return CacheDict(cache, path, value)
     if isinstance(value, list):
-        return CacheList(cache, path)
+        return CacheList(cache, path, value)
     return value
+
+
+def _stale(path: Path) -> UsageError:
+    return UsageError(f"this view of cache path {shown(pointer(path))} is stale: the value it "
+                      "was read from has been replaced, removed or moved (an insert or delete "
+                      "before it, or a rollback); read it again from the cache")
 
 
 class CacheDict(MutableMapping[str, Any]):
     """A tracked view of a JSON object inside the persistent cache."""
 
-    __slots__ = ("_cache", "_path")
+    __slots__ = ("_cache", "_of", "_path")
 
-    def __init__(self, cache: DataCache, path: Path) -> None:
+    def __init__(self, cache: DataCache, path: Path, of: Any = None) -> None:
         self._cache = cache
         self._path = path
+        #: the stored container this view was read from (None: the root, whatever it is)
+        self._of = of
 
     def _node(self) -> dict[str, Any]:
-        node = self._cache._resolve(self._path)
+        """The container this view stands for; a view whose container went is refused.
+
+        Views hold a path, so without this check a view of an element that an
+        insert moved would read and write the element now at its old index.
+        """
+        try:
+            node = self._cache._resolve(self._path)
+        except UsageError:
+            raise _stale(self._path) from None
+        if self._of is not None and node is not self._of:
+            raise _stale(self._path)
         if not isinstance(node, dict):
             raise UsageError(f"cache path {shown(pointer(self._path))} is no longer an object")
         return node
@@ -267,6 +285,7 @@ class CacheDict(MutableMapping[str, Any]):
         if not isinstance(key, str):
             raise UsageError(f"cache keys are strings; got {type(key).__name__} {key!r} at "
                              f"{shown(pointer(self._path))}")
+        self._node()
         self._cache._set(self._path, key, value)
 
     def __delitem__(self, key: str) -> None:
@@ -330,14 +349,26 @@ class CacheDict(MutableMapping[str, Any]):
 class CacheList(MutableSequence[Any]):
     """A tracked view of a JSON array inside the persistent cache."""
 
-    __slots__ = ("_cache", "_path")
+    __slots__ = ("_cache", "_of", "_path")
 
-    def __init__(self, cache: DataCache, path: Path) -> None:
+    def __init__(self, cache: DataCache, path: Path, of: Any = None) -> None:
         self._cache = cache
         self._path = path
+        #: the stored container this view was read from (None: the root, whatever it is)
+        self._of = of
 
     def _node(self) -> list[Any]:
-        node = self._cache._resolve(self._path)
+        """The container this view stands for; a view whose container went is refused.
+
+        Views hold a path, so without this check a view of an element that an
+        insert moved would read and write the element now at its old index.
+        """
+        try:
+            node = self._cache._resolve(self._path)
+        except UsageError:
+            raise _stale(self._path) from None
+        if self._of is not None and node is not self._of:
+            raise _stale(self._path)
         if not isinstance(node, list):
             raise UsageError(f"cache path {shown(pointer(self._path))} is no longer an array")
         return node
@@ -363,6 +394,7 @@ class CacheList(MutableSequence[Any]):
     def __setitem__(self, index: int | slice, value: Any) -> None:
         if isinstance(index, slice):
             raise UsageError("slice assignment into the cache is not supported; set items one by one")
+        self._node()
         self._cache._set(self._path, index, value)
 
     @overload
@@ -374,12 +406,14 @@ class CacheList(MutableSequence[Any]):
             for i in sorted(range(*index.indices(len(self._node()))), reverse=True):
                 self._cache._delete(self._path, i)
             return
+        self._node()
         self._cache._delete(self._path, index)
 
     def __len__(self) -> int:
         return len(self._node())
 
     def insert(self, index: int, value: Any) -> None:
+        self._node()
         self._cache._insert(self._path, index, value)
 
     # The MutableSequence mixins would return a view of the index that the next

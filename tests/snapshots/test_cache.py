@@ -477,9 +477,43 @@ def test_a_view_whose_path_changed_type_refuses_instead_of_writing_elsewhere():
         view["c"] = 3
     assert cache.to_plain() == {"a": [1, 2]}
     del cache.persistent["a"]
-    with pytest.raises(UsageError, match="no longer exists"):
+    with pytest.raises(UsageError, match="is stale"):
         view["c"] = 3
     assert cache.to_plain() == {}
+
+
+def test_a_view_of_an_element_that_an_insert_moved_refuses_instead_of_writing_its_neighbour():
+    cache = DataCache({"l": [{"x": 0}, {"x": 1}, {"x": 2}]})
+    held = cache.persistent["l"][1]
+    cache.persistent["l"].insert(0, {"x": -1})
+    with pytest.raises(UsageError, match=r"view of cache path /l/1 is stale: .* read it again"):
+        held["x"] = 99
+    with pytest.raises(UsageError, match="is stale"):
+        _ = held["x"]  # reading through it is refused too
+    assert cache.to_plain() == {"l": [{"x": -1}, {"x": 0}, {"x": 1}, {"x": 2}]}
+    cache.persistent["l"][2]["x"] = 99  # read again: the element it meant
+    assert cache.to_plain()["l"][2] == {"x": 99}
+
+
+def test_a_view_of_a_replaced_value_refuses_to_write_into_its_replacement():
+    cache = DataCache({"d": {"old": True}})
+    held = cache.persistent["d"]
+    cache.persistent["d"] = {"new": True}
+    with pytest.raises(UsageError, match="is stale"):
+        held["x"] = 1
+    with pytest.raises(UsageError, match="is stale"):
+        held.clear()
+    assert cache.to_plain() == {"d": {"new": True}}
+
+
+def test_after_a_rollback_views_of_values_are_stale_and_the_root_view_goes_on():
+    cache = DataCache({"d": {"n": 1}})
+    root, held = cache.persistent, cache.persistent["d"]
+    cache.restore({"d": {"n": 0}})
+    with pytest.raises(UsageError, match="is stale"):
+        held["n"] = 5
+    root["d"]["n"] = 2
+    assert cache.to_plain() == {"d": {"n": 2}}
 
 
 def test_views_compare_like_their_values_and_are_unhashable():
