@@ -8,7 +8,7 @@ from .diff import Patch, apply, diff
 from .digest import DigestTree, state_digest
 from .errors import SnapshotUnavailableError, TargetError, TargetLockedError
 from .lineage import Lineage, fold
-from .materialize import FileCheck, check_files, materialize
+from .materialize import FileCheck, check_files, decide_rebuilt, materialize
 from .points import SnapshotPoint, When, fs_snapshot_name
 from .recorder import Recorder, read_lineage
 from .rules import (
@@ -73,6 +73,7 @@ __all__ = [
     "check_fs_snapshots",
     "create_area",
     "decide",
+    "decide_rebuilt",
     "diff",
     "explain",
     "fold",

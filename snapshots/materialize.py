@@ -8,7 +8,7 @@ caches; the log is the truth, so a bad file only costs time.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any
@@ -21,7 +21,9 @@ from .digest import DigestTree, state_digest
 from .errors import SnapshotUnavailableError
 from .lineage import Lineage
 from .points import SnapshotPoint
+from .rules import Decision, Registered, decide
 from .store import SnapshotStore
+from .targets.base import FsSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +144,75 @@ def _fold(log: EventLog, point: SnapshotPoint, state: Any, tree: DigestTree | No
             raise SnapshotUnavailableError(
                 f"{point.label}: change event {diff_seq} does not apply: {err}") from err
     return state
+
+
+def unrebuildable(log: EventLog, lineage: Lineage, points: list[SnapshotPoint],
+                  store: SnapshotStore | None) -> dict[int, str]:
+    """Which of ``points`` the log and files do not rebuild to their digest, with the reason.
+
+    Points on one chain are checked in one pass: the earliest is materialized,
+    then the diffs are folded forward and the digest tree compared at each
+    later point, so checking every point of an install costs about one
+    materialization, not one per point.
+    """
+    bad: dict[int, str] = {}
+    todo = sorted(points, key=lambda p: p.seq)
+    while todo:
+        last = todo[-1]
+        chain = lineage.chain(last.seq)
+        on_chain = {p.seq for p in chain}
+        group = [p for p in todo if p.seq in on_chain]
+        todo = [p for p in todo if p.seq not in on_chain]
+        wanted = {p.seq for p in group}
+        state: Any = None
+        tree: DigestTree | None = None
+        for point in chain[chain.index(group[0]):]:
+            why: str | None = None
+            if state is None or tree is None:
+                try:
+                    state, tree = materialize(log, lineage, point.seq, store)
+                except SnapshotUnavailableError as err:
+                    # a later point may still rebuild, from a file of its own
+                    why, state = str(err), None
+            else:
+                try:
+                    state = _fold(log, point, state, tree)
+                except SnapshotUnavailableError as err:
+                    why, state = str(err), None
+                else:
+                    if tree.hexdigest() != point.digest:
+                        why = (f"digest mismatch: the log rebuilds {point.label} with digest "
+                               f"{tree.hexdigest()[:12]}, not the recorded {point.digest[:12]}")
+                        state = None  # what follows would fold onto a wrong state
+            if why is not None and point.seq in wanted:
+                bad[point.seq] = why
+    return bad
+
+
+def decide_rebuilt(log: EventLog, lineage: Lineage, registered: Sequence[Registered], *,
+                   store: SnapshotStore | None, session: str,
+                   fs_snapshots: Sequence[FsSnapshot] | None, first_bad_seq: int | None,
+                   rebuilt: set[int], found: dict[int, str]) -> list[Decision]:
+    """The rules' decisions, with every point they would resume from rebuilt and checked.
+
+    ``rebuilt`` and ``found`` carry what earlier calls learnt (a point's result
+    never changes: the log only grows), and are updated here.
+    """
+    def rules() -> list[Decision]:
+        return decide(lineage, registered, session=session, fs_snapshots=fs_snapshots,
+                      first_bad_seq=first_bad_seq, unrebuildable=found)
+
+    decisions = rules()
+    todo = [d.point for d in decisions if d.verdict.resumable and d.point is not None
+            and d.point.seq not in rebuilt]
+    if not todo:
+        return decisions
+    bad = unrebuildable(log, lineage, todo, store)
+    rebuilt.update(p.seq for p in todo)
+    if not bad:
+        return decisions
+    found.update(bad)
+    return rules()
 
 
 @dataclass(frozen=True, slots=True)

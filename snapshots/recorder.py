@@ -20,9 +20,9 @@ from typing import Any
 from installengine.eventlog import Event, EventKind, EventLog, LogWriteError
 
 from .cache import DataCache, PendingChange, change_data
-from .errors import TargetError
+from .errors import SnapshotUnavailableError, TargetError
 from .lineage import LINEAGE_KINDS, Lineage
-from .materialize import check_files, materialize
+from .materialize import check_files, decide_rebuilt, materialize
 from .points import SnapshotPoint, When, fs_snapshot_name
 from .rules import Decision, Registered, decide
 from .store import SnapshotStore
@@ -70,6 +70,9 @@ class Recorder:
         self.durable = durable
         self.target = target
         self.first_bad_seq = first_bad_seq
+        #: points rebuilt and checked in this session, and those that failed, with why
+        self._rebuilt: set[int] = set()
+        self._unrebuildable: dict[int, str] = {}
         self.lineage = read_lineage(log)
         #: the point the cache's pending changes apply to (None: the empty cache)
         self.base: int | None = None
@@ -219,9 +222,21 @@ class Recorder:
             return None
         return self.target.list_snapshots()
 
-    def decide(self, registered: list[Registered]) -> list[Decision]:
-        return decide(self.lineage, registered, session=self.session,
-                      fs_snapshots=self.fs_snapshots(), first_bad_seq=self.first_bad_seq)
+    def decide(self, registered: list[Registered], *, rebuild: bool = False) -> list[Decision]:
+        """The rules' decisions; with ``rebuild``, resumable points are rebuilt and checked first.
+
+        Rebuilding proves what the rules cannot see without I/O: that each offered
+        point's state still comes out of the log with its digest. Each point is
+        rebuilt once per session.
+        """
+        if not rebuild:
+            return decide(self.lineage, registered, session=self.session,
+                          fs_snapshots=self.fs_snapshots(), first_bad_seq=self.first_bad_seq,
+                          unrebuildable=self._unrebuildable)
+        return decide_rebuilt(self.log, self.lineage, registered, store=self.store,
+                              session=self.session, fs_snapshots=self.fs_snapshots(),
+                              first_bad_seq=self.first_bad_seq, rebuilt=self._rebuilt,
+                              found=self._unrebuildable)
 
     def view_completed(self) -> list[SnapshotPoint]:
         """Completed points that count as done in this engine's view."""
@@ -249,7 +264,11 @@ class Recorder:
             has made; the cache and the log are unchanged, and the message says
             what the filesystem lost and how to finish.
         """
-        state, tree = materialize(self.log, self.lineage, point.seq, self.store)
+        try:
+            state, tree = materialize(self.log, self.lineage, point.seq, self.store)
+        except SnapshotUnavailableError as err:
+            self._unrebuildable[point.seq] = str(err)  # so that explain() says so from now on
+            raise
         destroyed: list[str] = []
         if point.fs_snapshot is not None and self.fs_snapshots() is not None:
             assert self.target is not None

@@ -7,7 +7,7 @@ property tests can drive every rule directly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .lineage import Lineage, Run
@@ -48,13 +48,16 @@ class Decision:
 
 def decide(lineage: Lineage, registered: Sequence[Registered], *, session: str,
            fs_snapshots: Sequence[FsSnapshot] | None,
-           first_bad_seq: int | None = None) -> list[Decision]:
+           first_bad_seq: int | None = None,
+           unrebuildable: Mapping[int, str] | None = None) -> list[Decision]:
     """A decision for every registered checkpoint, in registration order.
 
     :param fs_snapshots: the target's snapshots oldest first, or None when the
         target does not roll its filesystem back.
     :param first_bad_seq: the first event that fails verification, if any;
         nothing at or after it can be trusted.
+    :param unrebuildable: points (by seq) whose state does not rebuild to their
+        digest, with the reason: the caller materializes, the rules stay pure.
     """
     chain = lineage.chain()
     runs = lineage.runs()
@@ -85,6 +88,8 @@ def decide(lineage: Lineage, registered: Sequence[Registered], *, session: str,
         reason = _unavailable(point, chain, session=session, fs_snapshots=fs_snapshots,
                               first_bad_seq=first_bad_seq, pruned=lineage.pruned_fs,
                               current=current)
+        if reason is None and unrebuildable and point.seq in unrebuildable:
+            reason = unrebuildable[point.seq]
         if reason is not None and index == 0:
             # The first checkpoint is always resumable: as a fresh attempt.
             decisions.append(Decision(Verdict(reg.name, True), None, not_started=not_started))
@@ -98,10 +103,12 @@ def decide(lineage: Lineage, registered: Sequence[Registered], *, session: str,
 
 def explain(lineage: Lineage, registered: Sequence[Registered], *, session: str,
             fs_snapshots: Sequence[FsSnapshot] | None,
-            first_bad_seq: int | None = None) -> list[Verdict]:
+            first_bad_seq: int | None = None,
+            unrebuildable: Mapping[int, str] | None = None) -> list[Verdict]:
     """The verdicts of :func:`decide`."""
     return [d.verdict for d in decide(lineage, registered, session=session,
-                                      fs_snapshots=fs_snapshots, first_bad_seq=first_bad_seq)]
+                                      fs_snapshots=fs_snapshots, first_bad_seq=first_bad_seq,
+                                      unrebuildable=unrebuildable)]
 
 
 def _prefix_mismatch(registered: Sequence[Registered], index: int, runs: list[Run],

@@ -551,9 +551,17 @@ def list_(plan_file: Path, target_spec: str | None, as_json: bool) -> None:
     Example:
       installengine list plan.toml --target dir:/mnt/install
     """
-    from installengine.snapshots import Lineage, Registered, explain, read_lineage, target_from_spec
+    from installengine.snapshots import (
+        Lineage,
+        Registered,
+        SnapshotStore,
+        decide_rebuilt,
+        explain,
+        read_lineage,
+        target_from_spec,
+    )
 
-    from .engine import LOG_NAME
+    from .engine import LOG_NAME, SNAPSHOT_DIR
     from .plan import load_plan
 
     plan = load_plan(plan_file)
@@ -563,12 +571,19 @@ def list_(plan_file: Path, target_spec: str | None, as_json: bool) -> None:
     lineage, first_bad, fs = Lineage(), None, None
     log_path = target.state_dir / LOG_NAME if target else None
     if target is not None and log_path is not None and log_path.exists():
+        fs = target.list_snapshots() if target.takes_fs_snapshots else None
         with EventLog.open(log_path, readonly=True) as log:
             lineage = read_lineage(log)
             first_bad = log.verify().first_bad_seq
-        fs = target.list_snapshots() if target.takes_fs_snapshots else None
-    verdicts = explain(lineage, registered, session=NO_SESSION, fs_snapshots=fs,
-                       first_bad_seq=first_bad)
+            # as InstallEngine.explain() does: every offered point is rebuilt and checked
+            verdicts = [d.verdict for d in decide_rebuilt(
+                log, lineage, registered,
+                store=SnapshotStore(log_path.parent / SNAPSHOT_DIR, durable=False),
+                session=NO_SESSION, fs_snapshots=fs, first_bad_seq=first_bad, rebuilt=set(),
+                found={})]
+    else:
+        verdicts = explain(lineage, registered, session=NO_SESSION, fs_snapshots=fs,
+                           first_bad_seq=first_bad)
     descriptions = {c.name: c.description for c in plan.checkpoints}
     if as_json:
         click.echo(_dumps([{"name": v.name, "resumable": v.resumable, "reason": v.reason,

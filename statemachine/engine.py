@@ -230,8 +230,12 @@ class InstallEngine:
         return self._recorder.decide(self._registered())
 
     def explain(self) -> list[Verdict]:
-        """For every registered checkpoint, in order: resumable or not, and why not."""
-        return [d.verdict for d in self._decisions()]
+        """For every registered checkpoint, in order: resumable or not, and why not.
+
+        Each point it would resume from is rebuilt from the log (once per session)
+        and checked against its digest, so what it offers, execute() accepts.
+        """
+        return [d.verdict for d in self._recorder.decide(self._registered(), rebuild=True)]
 
     def resumable(self) -> list[str]:
         """The checkpoints an execution may start from, in registration order."""

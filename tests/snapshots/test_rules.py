@@ -322,6 +322,22 @@ def test_a_deliberately_pruned_ancestor_snapshot_does_not_end_resumability():
     assert "filesystem snapshot missing" in (verdicts[1].reason or "")
 
 
+def test_a_point_that_does_not_rebuild_to_its_digest_is_not_resumable():
+    h = _restarted(_all_run)()
+    before_c = h.seq_of("c", When.BEFORE)
+    why = "digest mismatch: the log rebuilds before c with digest 000, not the recorded 111"
+    verdicts = explain(h.lineage(), registered(ABCD), session=h.session, fs_snapshots=h.fs,
+                       unrebuildable={before_c: why})
+    assert [v.name for v in verdicts if v.resumable] == ["a", "b", "d"]
+    assert verdicts[2].reason == why
+    # the first checkpoint stays resumable, as a fresh attempt
+    before_a = h.seq_of("a", When.BEFORE)
+    first = decide(h.lineage(), registered(ABCD), session=h.session, fs_snapshots=h.fs,
+                   unrebuildable={before_a: why})[0]
+    assert first.verdict.resumable
+    assert first.point is None
+
+
 # -- the audit of filesystem snapshots (verify without a plan) ------------------------------
 
 

@@ -319,3 +319,72 @@ def test_a_crash_after_a_resume_is_resumed_again(
     assert engine.cache.to_plain() == cache
     assert files_in(tmp_path / "target") == files
     assert len(list(engine.log.query(kind=EventKind.LOCK_TAKEN_OVER))) == 1
+
+
+# -- a log rewritten so that its chain still verifies --------------------------------------------
+
+
+def rewrite_with_a_valid_chain(log_path: Path, seq: int, edit: Callable[[Any], Any]) -> None:
+    """Change event ``seq``'s data and re-hash the chain from there, as a forger would.
+
+    The chain then verifies: only rebuilding the states shows that a recorded
+    digest no longer matches what the log's diffs produce.
+    """
+    import sqlite3
+
+    from installengine.eventlog.hashing import canonical_json, event_hash
+
+    con = sqlite3.connect(log_path)
+    try:
+        rows = con.execute("SELECT seq, session, ts, kind, checkpoint, data, prev_hash FROM events "
+                           "WHERE seq >= ? ORDER BY seq", (seq,)).fetchall()
+        prev = rows[0][6]
+        for s, session, ts, kind, cp, data, _ in rows:
+            if s == seq:
+                data = canonical_json(edit(json.loads(data))).decode()
+            h = event_hash(seq=s, session=session, ts=ts, kind=kind, checkpoint=cp,
+                           data_json=data, prev_hash=prev)
+            con.execute("UPDATE events SET data = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+                        (data, prev, h, s))
+            prev = h
+        con.execute("UPDATE meta SET value = ? WHERE key = 'head_hash'", (prev,))
+        con.commit()
+    finally:
+        con.close()
+
+
+def test_a_point_whose_state_no_longer_rebuilds_to_its_digest_is_not_offered(target: str) -> None:
+    with InstallEngine(target) as engine:
+        for name in "abcd":
+            engine.register(name, ref("append_item"), args=[name])
+        assert engine.execute().status is Status.SUCCESS
+        log_path = engine.log.path
+        (b_change,) = [ev.seq for ev in engine.log.query(kind=EventKind.CACHE_CHANGED,
+                                                          checkpoint="b")]
+
+    def forge(data: Any) -> Any:
+        (op,) = data["patch"]
+        return {**data, "patch": [{**op, "value": "forged"}]}
+
+    rewrite_with_a_valid_chain(Path(log_path), b_change, forge)
+    with InstallEngine(target) as engine:
+        for name in "abcd":
+            engine.register(name, ref("append_item"), args=[name])
+        assert engine.log.verify().ok  # the chain was re-hashed: only the digests tell
+        verdicts = {v.name: v.reason for v in engine.explain()}
+        # c resumes from its before-point, whose state now differs from its digest; d
+        # from its own, folded from it
+        assert engine.resumable() == ["a", "b"]
+        assert verdicts["c"] is not None
+        assert verdicts["c"].startswith("digest mismatch: the log rebuilds before c ")
+        assert verdicts["d"] is not None
+        assert verdicts["d"].startswith("digest mismatch: the log rebuilds before d ")
+        head = engine.log.head
+        with pytest.raises(NotResumableError, match="digest mismatch") as info:
+            engine.execute(start_from="c")
+        assert info.value.reason == verdicts["c"]
+        assert engine.log.head == head
+        # b's own before-point ("a completed") is untouched: resuming from b works
+        assert engine.execute(start_from="b").status is Status.SUCCESS
+        assert engine.cache["items"] == ["a", "b", "c", "d"]
+        assert engine.resumable() == ["a", "b", "c", "d"]
