@@ -58,6 +58,12 @@ def _row_to_event(row: tuple[Any, ...]) -> Event:
                  data=orjson.loads(row[5]), prev_hash=row[6], hash=row[7])
 
 
+def _shown_path(p: Path, limit: int = 80) -> str:
+    """A path for a one-line message: a very long one is cut in the middle."""
+    text = str(p)
+    return text if len(text) <= limit else f"{text[:40]}...{text[-30:]}"
+
+
 class EventLog:
     """An open event log; also a context manager.
 
@@ -95,7 +101,11 @@ class EventLog:
         :raises SchemaVersionError: when the log is of a newer schema.
         """
         p = Path(path)
-        exists = p.exists()
+        try:
+            exists = p.exists()
+        except OSError as err:  # a name too long for the filesystem, most likely
+            raise UsageError(f"cannot open log {_shown_path(p)}: {err.strerror or err}; pass the "
+                             "path of an installengine log.db") from err
         if readonly and not exists:
             raise UsageError(f"no log at {p}; pass the path of an installengine log.db")
         if exists and p.is_dir():
@@ -297,6 +307,12 @@ class EventLog:
         args: list[Any] = []
         for column, value in (("session", session), ("kind", kind), ("checkpoint", checkpoint)):
             if value is not None:
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    # a stray byte from the command line, decoded as a surrogate
+                    raise UsageError(f"the {column} filter {value!r} is not valid text; "
+                                     f"pass a {column} as the log records it") from None
                 where.append(f"{column} = ?")
                 args.append(value)
         since_ts = None if since is None else _to_utc_iso(since, "since")

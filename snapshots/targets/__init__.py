@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,16 @@ if TYPE_CHECKING:
 SCHEMES = "zfs:pool/dataset, btrfs:/path, dir:/path or state:/path"
 
 
+def _check_path_length(spec: str | Target, where: str) -> None:
+    """Refuse a path no filesystem here can hold, with the spec, before anything touches it."""
+    too_long = [part for part in where.split("/") if len(os.fsencode(part)) > 255]
+    if too_long or len(os.fsencode(where)) >= 4096:
+        what = (f"a name of {len(os.fsencode(too_long[0]))} bytes (at most 255)" if too_long
+                else f"{len(os.fsencode(where))} bytes (at most 4095)")
+        raise TargetError(f"target {str(spec)[:60]}... has a path too long: {what}; pick a "
+                          "shorter path")
+
+
 def target_from_spec(spec: str | Target) -> Target:
     """Build a target from its spec string (``dir:/mnt/install``); a Target passes through.
 
@@ -25,8 +36,13 @@ def target_from_spec(spec: str | Target) -> Target:
     if isinstance(spec, Target):
         return spec
     scheme, sep, where = str(spec).partition(":")
-    if not sep or not where:
+    if not sep:
         raise TargetError(f"target {spec!r} has no scheme; write it as {SCHEMES}")
+    if not where:
+        raise TargetError(f"target {spec!r} names no location after {scheme}:; write it as "
+                          f"{SCHEMES}")
+    if scheme in ("dir", "state", "btrfs"):
+        _check_path_length(spec, where)
     if scheme == "dir":
         return DirectoryTarget(Path(where).expanduser())
     if scheme == "state":
