@@ -467,6 +467,27 @@ class Resumability(RuleBasedStateMachine):
         self.e.close()
         self.reopen()
 
+    @rule(target=checkpoints, how=st.sampled_from(["insert", "move"]), at=st.integers(0, 7),
+          new=NAMES)
+    def register_a_different_list(self, how: str, at: int, new: str) -> Any:
+        """Restart with another checkpoint list: one inserted, or one moved a place later.
+
+        Names are never removed, so every name the bundle holds stays registered.
+        """
+        names = list(self.names)
+        if how == "insert" and new not in names:
+            names.insert(at % (len(names) + 1), new)
+        elif how == "move" and len(names) > 1:
+            i = at % (len(names) - 1)
+            names[i], names[i + 1] = names[i + 1], names[i]
+        else:
+            return multiple()
+        event(f"registration: {how}")
+        self.names = names
+        self.e.close()
+        self.reopen()
+        return multiple(new) if how == "insert" else multiple()
+
     @rule()
     def cleanup(self) -> None:
         self.e.cleanup()
