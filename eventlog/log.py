@@ -113,7 +113,8 @@ class EventLog:
         if exists and p.stat().st_size > 0:
             with p.open("rb") as f:
                 if f.read(16) != _SQLITE_HEADER:
-                    raise LogIntegrityError(f"{p} is not an installengine log (not SQLite)")
+                    raise LogIntegrityError(f"{p} is not an installengine log (not SQLite); pass the "
+                                            "log.db in a target's .installengine directory")
         conn: sqlite3.Connection | None = None
         try:
             if readonly:
@@ -146,7 +147,8 @@ class EventLog:
         except sqlite3.DatabaseError as err:
             if conn is not None:
                 conn.close()
-            raise LogIntegrityError(f"{p} is not a readable installengine log: {err}") from err
+            raise LogIntegrityError(f"{p} is not a readable installengine log: {err}; restore it "
+                                    "from a backup, or run installengine verify on it") from err
         except BaseException:
             # Close now, not when the traceback is collected: the last connection to a
             # WAL file removes the -wal and -shm files it created.
@@ -162,12 +164,14 @@ class EventLog:
             return  # a new, empty file: migrations will create the schema
         if not ours <= tables:
             raise LogIntegrityError(
-                f"{path} is a SQLite file but not an installengine log (no events/meta tables)")
+                f"{path} is a SQLite file but not an installengine log (no events/meta tables); "
+                "pass the log.db in a target's .installengine directory")
         row = db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         text = str(row[0]) if row else "0"
         if not (text.isascii() and text.isdigit()):
             raise LogIntegrityError(
-                f"{path} records schema version {text!r}, not a number: its meta table is damaged")
+                f"{path} records schema version {text!r}, not a number: its meta table is "
+                "damaged; restore the log from a backup")
         found = int(text)
         if found > SCHEMA_VERSION:
             raise SchemaVersionError(

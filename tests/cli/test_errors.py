@@ -134,7 +134,8 @@ def test_a_file_that_is_not_a_log_exits_2(ws, invoke):
         result = invoke(command, "--log", foreign)
         assert result.exit_code == 2
         assert error_lines(result) == [
-            f"Error: {foreign} is not an installengine log (not SQLite)"]
+            f"Error: {foreign} is not an installengine log (not SQLite); pass the log.db in a "
+            "target's .installengine directory"]
 
 
 def test_a_sqlite_file_that_is_not_a_log_exits_2(ws, invoke):
@@ -146,7 +147,8 @@ def test_a_sqlite_file_that_is_not_a_log_exits_2(ws, invoke):
     result = invoke("verify", "--log", other)
     assert result.exit_code == 2
     assert error_lines(result) == [
-        f"Error: {other} is a SQLite file but not an installengine log (no events/meta tables)"]
+        f"Error: {other} is a SQLite file but not an installengine log (no events/meta tables); "
+        "pass the log.db in a target's .installengine directory"]
 
 
 def test_debug_shows_the_traceback_too(ws, invoke):
