@@ -33,6 +33,12 @@ logger = logging.getLogger(__name__)
 #: write a snapshot file once the changes since the last one reach this, or the
 #: size of the last file, whichever is larger: files cost O(change) amortised
 MIN_FILE_INTERVAL = 256 * 1024
+#: ... or once this many points with changes have passed since it, or the last file's
+#: size over DIFF_COST_BYTES, whichever is larger: folding one diff costs about what
+#: parsing that many bytes of a file does, so a resume never folds more than about
+#: a file's worth of parsing (many small changes to a large cache, the other case)
+MIN_DIFFS_BETWEEN_FILES = 256
+DIFF_COST_BYTES = 16 * 1024
 
 #: event data fields that hold seqs, remapped when events are copied into another log
 SEQ_FIELDS = ("parent", "to", "before")
@@ -80,6 +86,7 @@ class Recorder:
         #: completions of the lineage count as done in this engine's view
         self.touched = False
         self._since_file = 0
+        self._diffs_since_file = 0
         self._last_file_size = 0
 
     # -- appending ---------------------------------------------------------------------
@@ -133,7 +140,10 @@ class Recorder:
         self.base = points[-1].seq
         self.touched = True
         self._since_file += sum(c.size for c in changes)
-        if self._since_file >= max(MIN_FILE_INTERVAL, self._last_file_size):
+        self._diffs_since_file += bool(changes)
+        if (self._since_file >= max(MIN_FILE_INTERVAL, self._last_file_size)
+                or self._diffs_since_file >= max(MIN_DIFFS_BETWEEN_FILES,
+                                                 self._last_file_size // DIFF_COST_BYTES)):
             if points[0].parent is None:
                 # The log rebuilds this state from its own diffs alone; a file would be a
                 # second copy of them. Recording the sums is what makes that rebuild cheap.
@@ -192,7 +202,7 @@ class Recorder:
             logger.warning("snapshot file not written: %s", err)
             return
         self._last_file_size = len(data)
-        self._since_file = 0
+        self._since_file = self._diffs_since_file = 0
         self._record_stored(point, {"sha256": hashlib.sha256(data).hexdigest(),
                                     "bytes": len(data)})
 
@@ -200,7 +210,7 @@ class Recorder:
         """Record the digest tree's sums for a point the log rebuilds from nothing (no file)."""
         if self._record_stored(point, {"in_log": True}):
             self._last_file_size = self._since_file
-            self._since_file = 0
+            self._since_file = self._diffs_since_file = 0
 
     def _record_stored(self, point: SnapshotPoint, what: dict[str, Any]) -> bool:
         """Append the ``snapshot-stored`` event for ``point``; False when the log refused it."""
@@ -294,7 +304,8 @@ class Recorder:
         self.base = point.seq
         self.touched = True
         cheap = self.store.has(point.seq, point.digest) or point.parent is None
-        self._since_file = 0 if cheap else self._since_file
+        if cheap:
+            self._since_file = self._diffs_since_file = 0
         return event
 
     def rebase(self) -> None:

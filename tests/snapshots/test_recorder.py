@@ -244,3 +244,26 @@ def test_the_engine_never_logs_or_snapshots_the_volatile_cache(tmp_path, monkeyp
 def remember_secret(ctx) -> None:
     ctx.volatile["seen"] = ctx.volatile["password"]
     ctx.cache["ran"] = ctx.cache.get("ran", 0) + 1
+
+
+def test_many_small_changes_get_a_snapshot_file_before_a_resume_would_fold_too_many(tmp_path):
+    from installengine.snapshots import recorder as recorder_module
+
+    rec = make_recorder(tmp_path, StateDir(tmp_path), durable=False)
+    rec.cache.persistent["big"] = "x" * 100_000  # the first point: in the log, no file
+    take(rec, "first")
+    assert rec.store.files() == []
+    # 100-byte changes: far from the 256 KB of change that alone would call for a file
+    every = recorder_module.MIN_DIFFS_BETWEEN_FILES
+    points = []
+    for i in range(every + 5):
+        rec.cache.persistent["n"] = f"{i:0100d}"
+        points.append(take(rec, f"c{i}"))
+    (file,) = rec.store.files()
+    assert file.seq == points[every - 2].seq  # the first point's change counts too
+    # a point without changes adds nothing to fold, so it does not count
+    before = len(rec.store.files())
+    for i in range(every):
+        take(rec, f"idle{i}")
+    assert len(rec.store.files()) == before
+    rec.log.close()
