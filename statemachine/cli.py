@@ -984,8 +984,8 @@ What you just saw:
     never completed.
   - `run --resume` rolled the cache and the target back to 'lay-down-files completed' and ran
     {pause!r}, bootloader-config and finalize.
-  - `history` showed the audit trail, and `verify` recomputed the hash chain and the digest of
-    every snapshot file.
+  - `history` showed the audit trail, and `verify` recomputed the hash chain, checked the
+    digest of every snapshot file and found every filesystem snapshot on the target.
 
 The installed image is in {dir}/target; its log is {dir}/target/.installengine/log.db.
 Try next:
