@@ -92,11 +92,29 @@ def dangerous(tree: ast.AST) -> Iterator[tuple[int, str]]:
                     yield node.lineno, "shell=True"
 
 
+#: the only places outside the package that run code, each on the repository's own text
+RUNS_OWN_TEXT = {
+    ("tests/cli/test_docs.py", "exec()"): "runs the Python blocks of README.md and docs/",
+    ("tests/test_public_api.py", "exec()"): "runs the SPEC's import statements",
+}
+
+
 def test_no_pickle_marshal_shelve_eval_exec_or_yaml_load_anywhere() -> None:
     found = []
     for path in source_files():
         tree = ast.parse(path.read_text(), filename=str(path))
         found.extend(f"{path.relative_to(ROOT)}:{line}: {what}" for line, what in dangerous(tree))
+    assert found == []
+
+
+def test_tests_benches_and_scripts_use_none_of_them_either() -> None:
+    found = []
+    for folder in ("tests", "bench", "scripts"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            rel = str(path.relative_to(ROOT))
+            tree = ast.parse(path.read_text(), filename=rel)
+            found.extend(f"{rel}:{line}: {what}" for line, what in dangerous(tree)
+                         if (rel, what) not in RUNS_OWN_TEXT)
     assert found == []
 
 
