@@ -245,6 +245,23 @@ def _view(cache: DataCache, path: Path, value: Any) -> Any:
     return value
 
 
+def _resolve_view(cache: DataCache, path: Path, of: Any) -> Any:
+    """The container a view stands for; a view whose container went is refused.
+
+    Views hold a path, so without this check a view of an element that an
+    insert moved would read and write the element now at its old index. ``of``
+    is the container the view was read from (None for the root, which follows
+    rollbacks).
+    """
+    try:
+        node = cache._resolve(path)
+    except UsageError:
+        raise _stale(path) from None
+    if of is not None and node is not of:
+        raise _stale(path)
+    return node
+
+
 def _stale(path: Path) -> UsageError:
     return UsageError(f"this view of cache path {shown(pointer(path))} is stale: the value it "
                       "was read from has been replaced, removed or moved (an insert or delete "
@@ -263,17 +280,7 @@ class CacheDict(MutableMapping[str, Any]):
         self._of = of
 
     def _node(self) -> dict[str, Any]:
-        """The container this view stands for; a view whose container went is refused.
-
-        Views hold a path, so without this check a view of an element that an
-        insert moved would read and write the element now at its old index.
-        """
-        try:
-            node = self._cache._resolve(self._path)
-        except UsageError:
-            raise _stale(self._path) from None
-        if self._of is not None and node is not self._of:
-            raise _stale(self._path)
+        node = _resolve_view(self._cache, self._path, self._of)
         if not isinstance(node, dict):
             raise UsageError(f"cache path {shown(pointer(self._path))} is no longer an object")
         return node
@@ -358,17 +365,7 @@ class CacheList(MutableSequence[Any]):
         self._of = of
 
     def _node(self) -> list[Any]:
-        """The container this view stands for; a view whose container went is refused.
-
-        Views hold a path, so without this check a view of an element that an
-        insert moved would read and write the element now at its old index.
-        """
-        try:
-            node = self._cache._resolve(self._path)
-        except UsageError:
-            raise _stale(self._path) from None
-        if self._of is not None and node is not self._of:
-            raise _stale(self._path)
+        node = _resolve_view(self._cache, self._path, self._of)
         if not isinstance(node, list):
             raise UsageError(f"cache path {shown(pointer(self._path))} is no longer an array")
         return node
