@@ -65,12 +65,15 @@ def materialize(log: EventLog, lineage: Lineage, seq: int,
         if tree.hexdigest() == target.digest:
             return state, tree
         if start < 0:
-            raise SnapshotUnavailableError(
-                f"digest mismatch: the log rebuilds {target.label} with digest "
-                f"{tree.hexdigest()[:12]}, not the recorded {target.digest[:12]}")
+            raise SnapshotUnavailableError(_mismatch(target, tree))
         logger.warning("snapshot file for point %s did not verify; using the log",
                        chain[start].seq)
         tried_files.add(chain[start].seq)
+
+
+def _mismatch(point: SnapshotPoint, tree: DigestTree) -> str:
+    return (f"digest mismatch: the log rebuilds {point.label} with digest "
+            f"{tree.hexdigest()[:12]}, not the recorded {point.digest[:12]}")
 
 
 def _nearest_file(chain: list[SnapshotPoint], lineage: Lineage, store: SnapshotStore | None,
@@ -181,8 +184,7 @@ def unrebuildable(log: EventLog, lineage: Lineage, points: list[SnapshotPoint],
                     why, state = str(err), None
                 else:
                     if tree.hexdigest() != point.digest:
-                        why = (f"digest mismatch: the log rebuilds {point.label} with digest "
-                               f"{tree.hexdigest()[:12]}, not the recorded {point.digest[:12]}")
+                        why = _mismatch(point, tree)
                         state = None  # what follows would fold onto a wrong state
             if why is not None and point.seq in wanted:
                 bad[point.seq] = why
