@@ -705,16 +705,21 @@ def verify(target_spec: str | None, log_file: Path | None, as_json: bool) -> Non
     Example:
       installengine verify --target dir:/mnt/install
     """
-    from installengine.snapshots import SnapshotStore
+    from installengine.eventlog import LogIntegrityError
+    from installengine.snapshots import Lineage, SnapshotStore, read_lineage
 
     from .engine import SNAPSHOT_DIR
 
     path = _log_path(target_spec, log_file)
     with EventLog.open(path, readonly=True) as log:
         report = log.verify()
-        files = _check_snapshot_files(log, SnapshotStore(path.parent / SNAPSHOT_DIR,
-                                                         durable=False))
-        fs = _check_fs_snapshots(log, target_spec) if report.ok else []
+        try:
+            lineage = read_lineage(log)
+        except LogIntegrityError:
+            lineage = Lineage()  # the log is damaged: no file can be matched to its point
+        files = _check_snapshot_files(log, lineage, SnapshotStore(path.parent / SNAPSHOT_DIR,
+                                                                  durable=False))
+        fs = _check_fs_snapshots(lineage, target_spec) if report.ok else []
     ok = report.ok and all(f["ok"] for f in files) and all(f["ok"] for f in fs)
     if as_json:
         click.echo(_dumps({"ok": ok, "first_bad_seq": report.first_bad_seq,
@@ -725,32 +730,28 @@ def verify(target_spec: str | None, log_file: Path | None, as_json: bool) -> Non
         click.get_current_context().exit(EXIT_FAILED)
 
 
-def _check_snapshot_files(log: EventLog, store: SnapshotStore) -> list[dict[str, Any]]:
+def _check_snapshot_files(log: EventLog, lineage: Lineage,
+                          store: SnapshotStore) -> list[dict[str, Any]]:
     """{file, ok, rebuildable} for every snapshot file; ``rebuildable`` is None for good files.
 
     The same check as Recorder.verify_files, from a read-only log and a store alone.
     """
-    from installengine.eventlog import LogIntegrityError
-    from installengine.snapshots import Lineage, check_files, read_lineage
+    from installengine.snapshots import check_files
 
-    try:
-        lineage = read_lineage(log)
-    except LogIntegrityError:
-        lineage = Lineage()  # the log is damaged: no file can be matched to its point
     return [{"file": c.file, "ok": c.ok, "rebuildable": c.rebuildable}
             for c in check_files(log, lineage, store)]
 
 
-def _check_fs_snapshots(log: EventLog, target_spec: str | None) -> list[dict[str, Any]]:
+def _check_fs_snapshots(lineage: Lineage, target_spec: str | None) -> list[dict[str, Any]]:
     """{name, point, ok} for the filesystem snapshot of every point of the current lineage."""
-    from installengine.snapshots import check_fs_snapshots, read_lineage, target_from_spec
+    from installengine.snapshots import check_fs_snapshots, target_from_spec
 
     if target_spec is None:
         return []
     target = target_from_spec(target_spec)
     if not target.takes_fs_snapshots:
         return []
-    checks = check_fs_snapshots(read_lineage(log), target.list_snapshots())
+    checks = check_fs_snapshots(lineage, target.list_snapshots())
     return [{"name": c.point.fs_snapshot, "point": c.point.label, "ok": c.present}
             for c in checks]
 
