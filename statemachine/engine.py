@@ -340,12 +340,11 @@ class InstallEngine:
             try:
                 self._recorder.rollback_to(rollback, checkpoint=names[begin],
                                            attempt=self._attempt)
-            except SnapshotUnavailableError as err:
-                self._attempt -= 1
-                raise NotResumableError(f"cannot resume from {start_from!r}: {err}",
-                                        checkpoint=str(start_from), reason=str(err)) from err
-            except BaseException:
+            except BaseException as err:
                 self._attempt -= 1  # no execution started: its number is not used up
+                if isinstance(err, SnapshotUnavailableError):
+                    raise NotResumableError(f"cannot resume from {start_from!r}: {err}",
+                                            checkpoint=str(start_from), reason=str(err)) from err
                 raise
         self._signals.pause.clear()
         self._signals.cancel.clear()
