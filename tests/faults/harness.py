@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import linecache
 import os
 import queue
 import random
@@ -123,40 +124,29 @@ def child_main(argv: list[str]) -> int:
     return 0 if result.status is Status.SUCCESS else 1
 
 
-#: where a child can kill itself: the C function called, the file and function it is called
-#: from, a text on the calling line, a function that must be further up the stack, and
-#: whether the kill comes while the call runs (else just before it starts)
-KILL_SITES: dict[str, tuple[str, str, str, str, str | None, bool]] = {
+#: where a child kills itself, just before the C call that performs an operation: the
+#: function called, the file and function it is called from, a text on the calling line,
+#: and a function that must be further up the stack
+KILL_SITES: dict[str, tuple[str, str, str, str, str | None]] = {
     # a snapshot point's log transaction, its events inserted, before its COMMIT: the
     # child prints the seqs it was writing, which the log must then not hold
-    "log-commit": ("execute", "sqlite_utils/db.py", "atomic", "COMMIT", "_append_points",
-                   False),
+    "log-commit": ("execute", "sqlite_utils/db.py", "atomic", "COMMIT", "_append_points"),
     # a snapshot file's temp file, written, before it is synced and renamed
-    "snapshot-file-write": ("fsync", "snapshots/store.py", "write", "fsync(fd)", None, False),
+    "snapshot-file-write": ("fsync", "snapshots/store.py", "write", "fsync(fd)", None),
     # a copied root, synced, before the rename that makes it a filesystem snapshot
-    "filesystem-snapshot": ("rename", "targets/directory.py", "snapshot", "rename(tmp", None,
-                            False),
+    "filesystem-snapshot": ("rename", "targets/directory.py", "snapshot", "rename(tmp", None),
 }
 
 
 def _kill_inside(site: str, nth: int) -> None:
     """SIGKILL this process (its whole group) at the ``nth`` call of a ``KILL_SITES`` operation.
 
-    A profile hook sees each C call; at the chosen one it starts a thread that
-    sends the SIGKILL as soon as it can run. Nothing is faked: the process really dies there,
-    with whatever the operation had written so far.
+    A profile hook sees each C call, and at the chosen one the process kills
+    itself before the call runs. Nothing is faked: the process really dies
+    there, with whatever the operation had written so far.
     """
-    func, filename, caller, marker, outer, during = KILL_SITES[site]
+    func, filename, caller, marker, outer = KILL_SITES[site]
     seen = [0]
-    flags = {"spinning": False, "go": False}
-
-    def spinner() -> None:
-        # Spinning keeps this thread asking for the GIL, so it gets it the moment the
-        # other thread lets go of it inside the call (a woken thread would come too late).
-        flags["spinning"] = True
-        while not flags["go"]:
-            pass
-        os.killpg(os.getpgid(0), signal.SIGKILL)
 
     def called_from(frame: Any, name: str) -> bool:
         while frame is not None:
@@ -169,13 +159,12 @@ def _kill_inside(site: str, nth: int) -> None:
         if (event != "c_call" or getattr(arg, "__name__", None) != func
                 or frame.f_code.co_name != caller
                 or not frame.f_code.co_filename.endswith(filename)
-                or marker not in _source_line(frame)
+                or marker not in linecache.getline(frame.f_code.co_filename, frame.f_lineno)
                 or (outer is not None and not called_from(frame, outer))):
             return
         seen[0] += 1
         if seen[0] != nth:
             return
-        sys.setprofile(None)
         up = frame
         while up is not None and up.f_code.co_name != "append_many":
             up = up.f_back
@@ -183,21 +172,10 @@ def _kill_inside(site: str, nth: int) -> None:
             seqs = [row[0] for row in up.f_locals["rows"]]
             sys.stdout.write(f"pending {seqs[0]} {seqs[-1]}\n")
             sys.stdout.flush()
-        threading.Thread(target=spinner, daemon=True, name="kill-inside").start()
-        while not flags["spinning"]:
-            pass
-        flags["go"] = True
-        if not during:
-            time.sleep(5)  # the spinner kills before this thread makes the call
+        os.killpg(os.getpgid(0), signal.SIGKILL)
 
     sys.setprofile(hook)
     threading.setprofile(hook)
-
-
-def _source_line(frame: Any) -> str:
-    import linecache
-
-    return linecache.getline(frame.f_code.co_filename, frame.f_lineno)
 
 
 # -- trees of files ---------------------------------------------------------------------------
